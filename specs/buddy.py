@@ -9,6 +9,7 @@ negative errno from everything else.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from typing import Final, Protocol, runtime_checkable
 
@@ -86,8 +87,9 @@ class ZoneView:
     alloc_batch: int
     fair_depleted: bool
 
+    @functools.cached_property
     def free_blocks(self) -> list[tuple[int, int, int]]:
-        """Every free block as (pfn, order, migratetype), in list order."""
+        """Every free block as (pfn, order, migratetype), in list order (computed once)."""
         return [(pfn, order, mt)
                 for order, lists in enumerate(self.free_lists)
                 for mt, pfns in enumerate(lists)
@@ -104,6 +106,16 @@ class BuddyView:
     zones: tuple[ZoneView, ...]
     #: warn_alloc_failed / WARN_ON reports so far (what dmesg would show)
     alloc_warnings: int
+
+    @functools.cached_property
+    def free_spans(self) -> list[tuple[int, int]]:
+        """Sorted [start, end) of every free block and pcp page (computed once)."""
+        spans = []
+        for zone in self.zones:
+            spans.extend((pfn, pfn + (1 << order)) for pfn, order, _mt in zone.free_blocks)
+            spans.extend((pfn, pfn + 1) for pcp in zone.pcp for pfns in pcp.lists
+                         for pfn in pfns)
+        return sorted(spans)
 
 
 @attrs.frozen

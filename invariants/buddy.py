@@ -1,0 +1,306 @@
+"""State invariants of the buddy allocator, BUDDY-I1 .. BUDDY-I12 (``specs/buddy.md``).
+
+Each checker returns the problems it finds, worded so a failure message alone says what broke
+and where.  Block-level checks cost O(free blocks); the page-level ones (cost=PAGES) use numpy
+over the per-page arrays, so they stay cheap even at 4M pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from specs.buddy import PAGE_BUDDY_MAPCOUNT_VALUE, BuddyView, Capability, PG_head, ZoneView
+from specs.machine import MAX_ORDER, derive_zones
+
+from invariants.ledger import Ledger
+from invariants.registry import Cost, state_invariant
+from invariants.snapshot import BuddySnapshot
+
+MAX_PROBLEMS = 8  # report this many instances of one problem, then a count
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return [*problems[:MAX_PROBLEMS], f"... and {len(problems) - MAX_PROBLEMS} more"]
+
+
+def pcp_pages(zone: ZoneView) -> Iterator[tuple[int, int]]:
+    """(cpu, pfn) of every page on the zone's pcp lists."""
+    for cpu, pcp in enumerate(zone.pcp):
+        for pfns in pcp.lists:
+            for pfn in pfns:
+                yield cpu, pfn
+
+
+def claims(view: BuddyView, ledger: Ledger | None) -> list[tuple[int, int, str]]:
+    """Every (start, size, who) claim on memory: free blocks, pcp pages and held blocks."""
+    found: list[tuple[int, int, str]] = []
+    for zone in view.zones:
+        for pfn, order, mt in zone.free_blocks:
+            found.append((pfn, 1 << order, f"free order-{order} block (mt {mt}) of {zone.name}"))
+        for cpu, pfn in pcp_pages(zone):
+            found.append((pfn, 1, f"pcp page of cpu{cpu} in {zone.name}"))
+    if ledger is not None:
+        for pfn, order in ledger.blocks():
+            found.append((pfn, 1 << order, f"held order-{order} block"))
+    return found
+
+
+@state_invariant("BUDDY-I1", "conservation of pages", needs_ledger=True)
+def conservation(snap: BuddySnapshot) -> list[str]:
+    """Free + pcp + held pages add up to all of memory: nothing leaks, nothing is invented."""
+    view, ledger = snap.view, snap.ledger
+    assert ledger is not None
+    free = sum(zone.nr_free_pages for zone in view.zones)
+    on_pcp = sum(pcp.count for zone in view.zones for pcp in zone.pcp)
+    held = ledger.nr_pages()
+    managed = sum(zone.managed_pages for zone in view.zones)
+    if free + on_pcp + held != managed:
+        return [f"free {free} + pcp {on_pcp} + held {held} = {free + on_pcp + held}, "
+                f"but the zones manage {managed} pages "
+                f"({managed - free - on_pcp - held:+d} unaccounted)"]
+    return []
+
+
+@state_invariant("BUDDY-I2", "free, pcp and held blocks are disjoint")
+def disjointness(snap: BuddySnapshot) -> list[str]:
+    """No page is claimed twice: a block handed out twice or freed twice shows up here."""
+    ordered = sorted(claims(snap.view, snap.ledger))
+    problems = []
+    reach_end, reach_who = -1, ""
+    for start, size, who in ordered:
+        if start < reach_end:
+            problems.append(f"pfn {start:#x}: {who} overlaps {reach_who}")
+        if start + size > reach_end:
+            reach_end, reach_who = start + size, f"{who} at {start:#x}"
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I3", "blocks are naturally aligned")
+def alignment(snap: BuddySnapshot) -> list[str]:
+    """A block of order k starts at a multiple of 2**k: the buddy arithmetic depends on it."""
+    problems = []
+    for zone in snap.view.zones:
+        for pfn, order, _mt in zone.free_blocks:
+            if not 0 <= order < MAX_ORDER:
+                problems.append(f"free block {pfn:#x} on an order-{order} list")
+            elif pfn % (1 << order):
+                problems.append(f"free order-{order} block at {pfn:#x} is misaligned")
+    if snap.ledger is not None:
+        for pfn, order in snap.ledger.blocks():
+            if pfn % (1 << order):
+                problems.append(f"held order-{order} block at {pfn:#x} is misaligned")
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I4", "blocks lie inside their zone")
+def zone_containment(snap: BuddySnapshot) -> list[str]:
+    """Zones never share a block: DMA pages must stay reachable for DMA callers."""
+    problems = []
+    for zone in snap.view.zones:
+        for pfn, order, _mt in zone.free_blocks:
+            if not zone.start_pfn <= pfn <= pfn + (1 << order) <= zone.end_pfn:
+                problems.append(f"{zone.name} [{zone.start_pfn:#x}, {zone.end_pfn:#x}) lists "
+                                f"order-{order} block {pfn:#x}-{pfn + (1 << order):#x}")
+        for cpu, pfn in pcp_pages(zone):
+            if not zone.start_pfn <= pfn < zone.end_pfn:
+                problems.append(f"{zone.name} cpu{cpu} pcp list holds pfn {pfn:#x}")
+    if snap.ledger is not None:
+        for pfn, order in snap.ledger.blocks():
+            end = pfn + (1 << order)
+            if not any(z.start_pfn <= pfn and end <= z.end_pfn for z in snap.view.zones):
+                problems.append(f"held order-{order} block {pfn:#x}-{end:#x} spans zones")
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I5", "free buddies are always merged")
+def maximal_coalescing(snap: BuddySnapshot) -> list[str]:
+    """Two free buddies of one order in one zone would have been merged by __free_one_page."""
+    problems = []
+    for zone in snap.view.zones:
+        heads = {(pfn, order) for pfn, order, _mt in zone.free_blocks}
+        for pfn, order in sorted(heads):
+            buddy = pfn ^ (1 << order)
+            if order < MAX_ORDER - 1 and pfn < buddy and (buddy, order) in heads:
+                problems.append(f"{zone.name}: order-{order} buddies {pfn:#x} and {buddy:#x} "
+                                f"are both free and unmerged")
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I6", "nr_free counts the free lists")
+def nr_free_counts(snap: BuddySnapshot) -> list[str]:
+    """free_area[k].nr_free is what the watermark check reads; it must match the lists."""
+    problems = []
+    for zone in snap.view.zones:
+        for order in range(MAX_ORDER):
+            listed = sum(len(pfns) for pfns in zone.free_lists[order])
+            if zone.nr_free[order] != listed:
+                problems.append(f"{zone.name} order {order}: nr_free {zone.nr_free[order]} "
+                                f"but {listed} blocks listed")
+    return problems
+
+
+@state_invariant("BUDDY-I7", "NR_FREE_PAGES counts the free blocks")
+def nr_free_pages(snap: BuddySnapshot) -> list[str]:
+    """NR_FREE_PAGES drives every watermark decision; pcp pages are not part of it."""
+    problems = []
+    for zone in snap.view.zones:
+        listed = sum(len(pfns) << order for order, lists in enumerate(zone.free_lists)
+                     for pfns in lists)
+        if zone.nr_free_pages != listed:
+            problems.append(f"{zone.name}: NR_FREE_PAGES {zone.nr_free_pages} but the free "
+                            f"lists hold {listed} pages")
+    return problems
+
+
+@state_invariant("BUDDY-I8", "pcp counts and the high mark", needs=[Capability.PCP])
+def pcp_accounting(snap: BuddySnapshot) -> list[str]:
+    """pcp->count must match its lists, and a free that reaches high drains a batch."""
+    problems = []
+    for zone in snap.view.zones:
+        for cpu, pcp in enumerate(zone.pcp):
+            listed = sum(len(pfns) for pfns in pcp.lists)
+            if pcp.count != listed:
+                problems.append(f"{zone.name} cpu{cpu}: count {pcp.count}, lists hold {listed}")
+            if pcp.count >= max(pcp.high, 1):
+                problems.append(f"{zone.name} cpu{cpu}: count {pcp.count} not below high "
+                                f"{pcp.high} after an operation")
+    return problems
+
+
+@state_invariant("BUDDY-I9", "struct page state matches the lists",
+                 needs=[Capability.PAGE_STATE], cost=Cost.PAGES)
+def page_state(snap: BuddySnapshot) -> list[str]:
+    """The per-page markers (_count, _mapcount sentinel, private order) agree with the lists
+    that claim the page: the second path to the same facts."""
+    pages = snap.pages
+    refcount = np.asarray(pages.refcount)
+    mapcount = np.asarray(pages.mapcount)
+    private = np.asarray(pages.private)
+    nr_pages = snap.view.nr_pages
+    head_order = np.full(nr_pages, -1, dtype=np.int16)
+    unheld = np.zeros(nr_pages, dtype=bool)  # free-block tails and pcp pages
+    for zone in snap.view.zones:
+        for pfn, order, _mt in zone.free_blocks:
+            head_order[pfn] = order
+            unheld[pfn + 1: pfn + (1 << order)] = True
+        for _cpu, pfn in pcp_pages(zone):
+            unheld[pfn] = True
+    heads = head_order >= 0
+    problems = []
+
+    def report(mask: np.ndarray, what: str) -> None:
+        for pfn in np.flatnonzero(mask)[:MAX_PROBLEMS]:
+            problems.append(f"pfn {int(pfn):#x}: {what} (refcount {int(refcount[pfn])}, "
+                            f"mapcount {int(mapcount[pfn])}, private {int(private[pfn])})")
+
+    report(heads & (refcount != 0), "free block head with a reference")
+    report(heads & (mapcount != PAGE_BUDDY_MAPCOUNT_VALUE), "free block head without PageBuddy")
+    report(heads & (private != head_order), "free block head whose private is not its order")
+    report(unheld & (refcount != 0), "free or pcp page with a reference")
+    report(unheld & (mapcount != -1), "free-block tail or pcp page with _mapcount != -1")
+    report(~heads & (mapcount == PAGE_BUDDY_MAPCOUNT_VALUE), "PageBuddy on a page no list holds")
+    if snap.ledger is not None:
+        held_heads = np.fromiter((pfn for pfn, _order in snap.ledger.blocks()), dtype=np.int64)
+        report(np.isin(np.arange(nr_pages), held_heads) & (refcount < 1),
+               "held block head without a reference")
+    return _capped(problems)
+
+
+def largest_aligned_blocks(start: int, end: int) -> set[tuple[int, int]]:
+    """The unique fully merged decomposition of [start, end) into buddy blocks."""
+    blocks = set()
+    pfn = start
+    while pfn < end:
+        order = MAX_ORDER - 1 if pfn == 0 else min(MAX_ORDER - 1, (pfn & -pfn).bit_length() - 1)
+        while pfn + (1 << order) > end:
+            order -= 1
+        blocks.add((pfn, order))
+        pfn += 1 << order
+    return blocks
+
+
+@state_invariant("BUDDY-I10", "everything free means fully merged", needs_ledger=True)
+def full_coalescing(snap: BuddySnapshot) -> list[str]:
+    """With nothing held and the pcp lists empty, each zone must be back to its largest blocks:
+    a missed merge anywhere leaves a smaller block behind."""
+    if snap.ledger is None or snap.ledger.held:
+        return []
+    if any(pcp.count or any(pcp.lists) for zone in snap.view.zones for pcp in zone.pcp):
+        return []
+    problems = []
+    for zone in snap.view.zones:
+        actual = {(pfn, order) for pfn, order, _mt in zone.free_blocks}
+        expected = largest_aligned_blocks(zone.start_pfn, zone.end_pfn)
+        for pfn, order in sorted(expected - actual):
+            problems.append(f"{zone.name}: order-{order} block {pfn:#x} is not free as one block")
+        for pfn, order in sorted(actual - expected):
+            problems.append(f"{zone.name}: unexpected free order-{order} block {pfn:#x}")
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I11", "zone geometry follows 4.6's formulas",
+                 needs=[Capability.WATERMARKS])
+def zone_geometry(snap: BuddySnapshot) -> list[str]:
+    """Watermarks, lowmem reserves and pcp sizes decide every allocation; they must be the
+    numbers 4.6 computes at boot for this machine."""
+    problems = []
+    expected_zones = derive_zones(snap.config)
+    if len(snap.view.zones) != len(expected_zones):
+        return [f"{len(snap.view.zones)} zones, expected {len(expected_zones)}"]
+    for zone, geo in zip(snap.view.zones, expected_zones, strict=True):
+        low_min, low, high = zone.watermark
+        if not low_min <= low <= high:
+            problems.append(f"{zone.name}: watermarks {zone.watermark} are not ordered")
+        if (zone.start_pfn, zone.end_pfn, zone.managed_pages) != (
+                geo.start_pfn, geo.end_pfn, geo.managed_pages):
+            problems.append(f"{zone.name}: span [{zone.start_pfn:#x}, {zone.end_pfn:#x}) "
+                            f"managed {zone.managed_pages}, expected [{geo.start_pfn:#x}, "
+                            f"{geo.end_pfn:#x}) managed {geo.managed_pages}")
+        if not geo.populated:
+            continue
+        if zone.watermark != geo.watermark:
+            problems.append(f"{zone.name}: watermarks {zone.watermark}, 4.6 gives {geo.watermark}")
+        if zone.lowmem_reserve != geo.lowmem_reserve:
+            problems.append(f"{zone.name}: lowmem_reserve {zone.lowmem_reserve}, 4.6 gives "
+                            f"{geo.lowmem_reserve}")
+        if Capability.PCP in snap.capabilities:
+            for cpu, pcp in enumerate(zone.pcp):
+                if (pcp.high, pcp.batch) != (geo.pcp_high, geo.pcp_batch):
+                    problems.append(f"{zone.name} cpu{cpu}: pcp high/batch {pcp.high}/"
+                                    f"{pcp.batch}, 4.6 gives {geo.pcp_high}/{geo.pcp_batch}")
+    return _capped(problems)
+
+
+@state_invariant("BUDDY-I12", "compound pages are well formed", needs_ledger=True,
+                 needs=[Capability.PAGE_STATE, Capability.COMPOUND], cost=Cost.PAGES)
+def compound_pages(snap: BuddySnapshot) -> list[str]:
+    """Tails point at a held compound head that contains them, and PG_head marks only held
+    compound heads: put_page on a tail page relies on both."""
+    assert snap.ledger is not None
+    pages = snap.pages
+    flags = np.asarray(pages.flags)
+    compound_head = np.asarray(pages.compound_head)
+    held = snap.ledger.held
+    problems = []
+    for pfn in np.flatnonzero(compound_head >= 0):
+        head = int(compound_head[pfn])
+        owner = held.get(head)
+        if owner is None or not owner.compound or not head < pfn < head + (1 << owner.order):
+            problems.append(f"pfn {int(pfn):#x} claims compound head {head:#x}, which is not a "
+                            f"held compound block containing it")
+    for pfn in np.flatnonzero(flags & (1 << PG_head)):
+        owner = held.get(int(pfn))
+        if owner is None or not owner.compound:
+            problems.append(f"pfn {int(pfn):#x} has PG_head but is not a held compound head")
+    for head, owner in held.items():
+        if owner.compound and owner.order:
+            if not flags[head] & (1 << PG_head):
+                problems.append(f"held compound block {head:#x} lacks PG_head")
+            tails = compound_head[head + 1: head + (1 << owner.order)]
+            if (tails != head).any():
+                problems.append(f"held compound block {head:#x} has tails not pointing at it")
+    return _capped(problems)

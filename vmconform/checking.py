@@ -1,0 +1,213 @@
+"""Running the checks of one subsystem on one implementation, and the report that results.
+
+A run drives the subsystem's state machine with every applicable check enabled.  When a check
+fails, its shrunk trace becomes a reproducer and the run starts again with that check
+disabled, so one broken property does not hide the others: the report has a verdict per check
+ID, which is what ``vmconform check`` tabulates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+from hypothesis import Verbosity
+from hypothesis import seed as hypothesis_seed
+from hypothesis.errors import Flaky
+from hypothesis.stateful import run_state_machine_as_test
+
+from invariants.registry import LOCKSTEP, PLUGIN, REGISTRY, CheckFailure, checks_for
+from specs.machine import MachineConfig, preset
+from stateful_tests import profiles
+from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
+from stateful_tests.harness import Guard, Journal
+from stateful_tests.replay import minimise
+from stateful_tests.trace import current_trace
+from vmconform.registry import resolve
+
+PASS, FAIL, SKIP, NOT_RUN = "pass", "fail", "skip", "not run"
+MODES = ("lockstep", "contract")
+
+
+@attrs.frozen
+class Failure:
+    """One failed check: the message and the steps that reproduce it."""
+
+    check_id: str
+    message: str
+    steps: list[dict[str, Any]]
+    reproducer: str | None = None
+
+
+@attrs.frozen
+class CheckResult:
+    """The verdict on one check ID."""
+
+    id: str
+    title: str
+    status: str
+    reason: str = ""
+    failure: Failure | None = None
+
+
+@attrs.frozen
+class RunReport:
+    """Every verdict for one implementation, subsystem and mode."""
+
+    impl: str
+    subsystem: str
+    mode: str
+    preset: str
+    seed: int
+    examples: int
+    results: list[CheckResult]
+    elapsed: float
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        """The failing verdicts."""
+        return [r for r in self.results if r.status == FAIL]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form, for the worker process and ``--json``."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        """Inverse of to_json."""
+        results = [CheckResult(**{**r, "failure": Failure(**r["failure"]) if r["failure"]
+                                  else None}) for r in data["results"]]
+        return cls(**{**data, "results": results})
+
+
+def check_titles(subsystem: str) -> dict[str, str]:
+    """ID -> title for the subsystem's checks plus the two pseudo-checks."""
+    titles = {c.id: c.title for c in checks_for(subsystem)}
+    titles[LOCKSTEP] = "results and views equal refmodel's"
+    titles[PLUGIN] = "the plug-in never raises, hangs or returns a wrong type"
+    return titles
+
+
+def machine_class(impl_name: str, subsystem: str, mode: str, config: MachineConfig,
+                  enabled: frozenset[str], step_timeout: float | None = 10.0,
+                  sweep_every: int = 10) -> type[BuddyMachineBase]:
+    """The state machine for one implementation (raises LookupError for unknown names)."""
+    if subsystem != "buddy":
+        raise LookupError(f"no state machine for subsystem {subsystem!r} yet")
+    factory = resolve(impl_name).factories[subsystem]
+    return make_buddy_machine(MachineSpec(factory=factory, impl_name=impl_name, mode=mode,
+                                          config=config, enabled=enabled,
+                                          step_timeout=step_timeout, sweep_every=sweep_every))
+
+
+def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
+              preset_name: str = "tiny", seed: int = 0, examples: int | None = None,
+              profile: str = "ci", reproducer_dir: Path | None = None,
+              step_timeout: float | None = 10.0, shrink_more: bool = True,
+              only: frozenset[str] | None = None) -> RunReport:
+    """Check one implementation of one subsystem; never raises for a misbehaving plug-in."""
+    started = time.monotonic()
+    config = preset(preset_name)
+    titles = check_titles(subsystem)
+    settings = profiles.profile(profile, verbosity=Verbosity.quiet,
+                                **({"max_examples": examples} if examples else {}))
+    results: dict[str, CheckResult] = {}
+
+    def finish() -> RunReport:
+        ordered = [results.get(cid, CheckResult(cid, title, NOT_RUN, "run stopped early"))
+                   for cid, title in titles.items()]
+        return RunReport(impl=impl_name, subsystem=subsystem, mode=mode, preset=config.name,
+                         seed=seed, examples=settings.max_examples, results=ordered,
+                         elapsed=time.monotonic() - started)
+
+    # Boot once, guarded, to learn the capabilities (and to report a factory that fails).
+    try:
+        factory = resolve(impl_name).factories[subsystem]
+        caps = Guard.create(factory, config, impl_name, step_timeout,
+                            Journal(None)).impl.capabilities
+    except CheckFailure as failure:
+        results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL,
+                                      failure=Failure(PLUGIN, failure.message, []))
+        return finish()
+    except (LookupError, ImportError) as exc:
+        results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL,
+                                      failure=Failure(PLUGIN, str(exc), []))
+        return finish()
+
+    enabled = {PLUGIN} | ({LOCKSTEP} if mode == "lockstep" else set())
+    for check in checks_for(subsystem):
+        if only is not None and check.id not in only:
+            results[check.id] = CheckResult(check.id, check.title, SKIP, "not selected")
+        elif not isinstance(caps, frozenset) or not check.applies_to(caps):
+            missing = ", ".join(sorted(c.value for c in check.needs - set(caps or ())))
+            results[check.id] = CheckResult(check.id, check.title, SKIP,
+                                            f"implementation lacks: {missing}")
+        else:
+            enabled.add(check.id)
+    if mode != "lockstep":
+        results[LOCKSTEP] = CheckResult(LOCKSTEP, titles[LOCKSTEP], SKIP, "contract mode")
+
+    while True:
+        machine = machine_class(impl_name, subsystem, mode, config, frozenset(enabled),
+                                step_timeout)
+        hypothesis_seed(seed)(machine)
+        try:
+            run_state_machine_as_test(machine, settings=settings)
+        except CheckFailure as failure:
+            failed_id = failure.check_id if failure.check_id in enabled else PLUGIN
+            trace = current_trace()
+            steps = trace.steps if trace is not None else []
+            if shrink_more and failed_id != PLUGIN:
+                steps = minimise(machine, steps, failed_id)
+            found = Failure(failed_id, failure.message, steps)
+            if reproducer_dir is not None:
+                found = attrs.evolve(found, reproducer=str(write_reproducer(
+                    reproducer_dir, impl_name, subsystem, mode, config.name, seed, found,
+                    frozenset(enabled))))
+            results[failed_id] = CheckResult(failed_id, titles[failed_id], FAIL, failure=found)
+            enabled.discard(failed_id)
+            if failed_id == PLUGIN:
+                break  # the plug-in cannot be driven further: the rest stays "not run"
+            continue
+        except Flaky as exc:
+            results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL, failure=Failure(
+                PLUGIN, f"the same steps gave different outcomes (non-deterministic "
+                        f"plug-in?): {exc}", []))
+            break
+        for cid in enabled:
+            results.setdefault(cid, CheckResult(cid, titles[cid], PASS))
+        break
+    return finish()
+
+
+def write_reproducer(directory: Path, impl: str, subsystem: str, mode: str, preset_name: str,
+                     seed: int, failure: Failure, enabled: frozenset[str]) -> Path:
+    """A runnable ``.py`` reproducer (it embeds the JSON that ``vmconform replay`` reads)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safe_impl = "".join(ch if ch.isalnum() else "_" for ch in impl)
+    path = directory / f"{subsystem}-{safe_impl}-{mode}-{failure.check_id}-seed{seed}.py"
+    data = {"impl": impl, "subsystem": subsystem, "mode": mode, "preset": preset_name,
+            "seed": seed, "check_id": failure.check_id, "enabled": sorted(enabled),
+            "steps": failure.steps}
+    first_line = failure.message.splitlines()[0] if failure.message else ""
+    path.write_text(
+        f'"""vmconform reproducer: {failure.check_id} failed on {impl} ({mode} mode, preset '
+        f'{preset_name}, seed {seed}).\n\n{first_line}\n\nRun: python {path.name}   or   '
+        f'vmconform replay {path.name}\n"""\n\n'
+        f"import json\nimport sys\n\nfrom vmconform.replay import replay_data\n\n"
+        f"DATA = json.loads(r\"\"\"\n{json.dumps(data, indent=1)}\n\"\"\")\n\n"
+        f'if __name__ == "__main__":\n    sys.exit(replay_data(DATA))\n', encoding="utf-8")
+    return path
+
+
+def all_check_ids(subsystem: str) -> list[str]:
+    """IDs as the report lists them."""
+    return list(check_titles(subsystem))
+
+
+def registry_size() -> int:
+    """How many checks are registered (all subsystems)."""
+    return len(REGISTRY)

@@ -1,0 +1,96 @@
+"""Finding implementations by name.
+
+An implementation is named in one of three ways: a built-in (``refmodel``, ``fastmodel``), a
+name registered by an installed package under the ``vmconform.implementations`` entry-point
+group, or a ``module:attribute`` path.  The object found is either an :class:`Implementation`
+(factories per subsystem) or a single factory, which is taken to implement ``buddy``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+
+ENTRY_POINT_GROUP = "vmconform.implementations"
+SUBSYSTEMS = ("buddy",)
+
+
+@attrs.frozen
+class Implementation:
+    """Factories, one per subsystem the implementation provides; each takes a MachineConfig."""
+
+    name: str
+    factories: Mapping[str, Callable[..., Any]]
+    description: str = ""
+
+
+def _lazy(path: str) -> Callable[..., Any]:
+    def factory(config: Any) -> Any:
+        return load_object(path)(config)
+    factory.__qualname__ = factory.__name__ = path
+    return factory
+
+
+BUILTINS: dict[str, Implementation] = {
+    "refmodel": Implementation("refmodel", {"buddy": _lazy("refmodel.buddy:RefBuddy")},
+                               "the reference model: simple, obviously correct, slow"),
+    "fastmodel": Implementation("fastmodel", {"buddy": _lazy("fastmodel.buddy:FastBuddy")},
+                                "the numpy-backed implementation (the default under test)"),
+}
+
+
+class UnknownImplementation(LookupError):
+    """No implementation by that name; the message says where it looked."""
+
+
+def load_object(path: str) -> Any:
+    """``package.module:attr.sub`` -> the object."""
+    module_name, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _as_implementation(name: str, obj: Any) -> Implementation:
+    if isinstance(obj, Implementation):
+        return obj
+    if callable(obj):
+        return Implementation(name, {"buddy": obj}, getattr(obj, "__doc__", "") or "")
+    raise UnknownImplementation(f"{name} names {obj!r}, which is neither an Implementation "
+                                f"nor a factory")
+
+
+def registered() -> dict[str, str]:
+    """Entry-point names -> their targets, from installed packages."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve(name: str) -> Implementation:
+    """Find an implementation by built-in name, entry-point name or module:attribute path."""
+    if name in BUILTINS:
+        return BUILTINS[name]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return _as_implementation(name, ep.load())
+    if ":" in name:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` would: ./mypkg.py is importable
+        try:
+            return _as_implementation(name, load_object(name))
+        except (ImportError, AttributeError) as exc:
+            raise UnknownImplementation(f"cannot load {name}: {exc}") from exc
+    known = ", ".join([*BUILTINS, *registered()])
+    raise UnknownImplementation(f"no implementation {name!r}; known: {known}, or give "
+                                f"module:factory")
+
+
+def all_names() -> list[str]:
+    """Built-ins then entry points."""
+    return [*BUILTINS, *registered()]
