@@ -497,6 +497,8 @@ def buffered_rmqueue(state: BuddyState, zone: Zone, order: int, gfp_mask: int,
         free_list.remove(pfn)
         pcp.count -= 1
     else:
+        if gfp_mask & GfpFlag.NOFAIL and order > 1:
+            state.alloc_warnings += 1  # WARN_ON_ONCE: __GFP_NOFAIL above order 1
         found = None
         if alloc_flags & gfp.ALLOC_HARDER:
             found = rmqueue_smallest(state, zone, order, HIGHATOMIC)
@@ -646,6 +648,8 @@ def alloc_pages_slowpath(state: BuddyState, gfp_mask: int, order: int, ac: Alloc
         if pfn is not None:
             return pfn
     if not gfp_mask & GfpFlag.DIRECT_RECLAIM:
+        if gfp_mask & GfpFlag.NOFAIL:
+            state.alloc_warnings += 1  # WARN_ON_ONCE: __GFP_NOFAIL without direct reclaim
         warn(state, gfp_mask)
         return None
     if gfp_mask & GfpFlag.NORETRY:
@@ -847,8 +851,8 @@ def _zone_view(zone: Zone) -> ZoneView:
         managed_pages=geo.managed_pages, watermark=geo.watermark,
         lowmem_reserve=geo.lowmem_reserve, nr_free_pages=zone.nr_free_pages,
         nr_free=tuple(zone.nr_free),
-        free_lists=tuple(tuple(tuple(lst) for lst in lists) for lists in zone.free_area),
+        free_lists=tuple(tuple(lst.to_tuple() for lst in lists) for lists in zone.free_area),
         pcp=tuple(PcpView(count=pcp.count, high=pcp.high, batch=pcp.batch,
-                          lists=tuple(tuple(lst) for lst in pcp.lists)) for pcp in zone.pcp),
+                          lists=tuple(lst.to_tuple() for lst in pcp.lists)) for pcp in zone.pcp),
         nr_reserved_highatomic=zone.nr_reserved_highatomic,
         alloc_batch=zone.alloc_batch, fair_depleted=zone.fair_depleted)

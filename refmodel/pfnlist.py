@@ -31,6 +31,8 @@ class PfnList:
 
     def remove(self, pfn: int) -> None:
         """list_del; KeyError if absent."""
+        if pfn == _HEAD:
+            raise KeyError(pfn)
         prev = self._prev.pop(pfn)
         nxt = self._next.pop(pfn)
         self._next[prev] = nxt
@@ -54,6 +56,18 @@ class PfnList:
 
     def __bool__(self) -> bool:
         return self._next[_HEAD] != _HEAD
+
+    def to_tuple(self) -> tuple[int, ...]:
+        """The pfns head first, as a tuple (what views hold)."""
+        if len(self._next) == 1:
+            return ()
+        nxt = self._next
+        out = []
+        pfn = nxt[_HEAD]
+        while pfn != _HEAD:
+            out.append(pfn)
+            pfn = nxt[pfn]
+        return tuple(out)
 
     def __iter__(self) -> Iterator[int]:
         pfn = self._next[_HEAD]

@@ -149,20 +149,27 @@ def gfp_zone_bad(gfp_mask: int) -> bool:
     return (gfp_mask & GFP_ZONEMASK) in _GFP_ZONE_BAD
 
 
+#: [4.6: include/linux/gfp.h GFP_ZONE_TABLE] zone per combination of the four zone modifiers;
+#: combinations absent from the table (the GFP_ZONE_BAD ones) read as 0, i.e. ZONE_DMA.
+_GFP_ZONE_TABLE: Final[dict[int, ZoneType]] = {
+    0: ZoneType.ZONE_NORMAL,
+    __GFP_DMA: ZoneType.ZONE_DMA,
+    __GFP_HIGHMEM: ZoneType.ZONE_NORMAL,  # OPT_ZONE_HIGHMEM is ZONE_NORMAL without HIGHMEM
+    __GFP_DMA32: ZoneType.ZONE_DMA32,
+    __GFP_MOVABLE: ZoneType.ZONE_NORMAL,
+    __GFP_MOVABLE | __GFP_DMA: ZoneType.ZONE_DMA,
+    __GFP_MOVABLE | __GFP_HIGHMEM: ZoneType.ZONE_MOVABLE,
+    __GFP_MOVABLE | __GFP_DMA32: ZoneType.ZONE_DMA32,
+}
+
+
 def gfp_zone(gfp_mask: int) -> ZoneType:
     """The highest zone an allocation may use.  [4.6: include/linux/gfp.h gfp_zone]
 
     HIGHMEM maps to NORMAL on x86-64; MOVABLE|HIGHMEM (as in GFP_HIGHUSER_MOVABLE) selects
-    ZONE_MOVABLE.  Callers must reject ``gfp_zone_bad`` masks first.
+    ZONE_MOVABLE.  A debug kernel BUGs on ``gfp_zone_bad`` masks; callers reject them first.
     """
-    bits = gfp_mask & GFP_ZONEMASK
-    if bits & __GFP_DMA:
-        return ZoneType.ZONE_DMA
-    if bits & __GFP_DMA32:
-        return ZoneType.ZONE_DMA32
-    if bits == __GFP_MOVABLE | __GFP_HIGHMEM:
-        return ZoneType.ZONE_MOVABLE
-    return ZoneType.ZONE_NORMAL
+    return _GFP_ZONE_TABLE.get(gfp_mask & GFP_ZONEMASK, ZoneType.ZONE_DMA)
 
 
 # -- migratetypes [4.6: include/linux/mmzone.h] -----------------------------------------------

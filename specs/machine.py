@@ -11,6 +11,7 @@ no memblock reservations, so spanned == present == managed for every zone.]
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
@@ -185,8 +186,10 @@ def effective_min_free_kbytes(config: MachineConfig) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=64)
 def derive_zones(config: MachineConfig) -> tuple[ZoneGeometry, ...]:
-    """Every zone's geometry and tunables, in ZoneType order (empty zones included)."""
+    """Every zone's geometry and tunables, in ZoneType order (empty zones included).
+    Cached: configs are frozen, and checkers ask for the same one after every step."""
     spans = config.zone_spans()
     managed = tuple(end - start for start, end in spans)
     marks = per_zone_wmarks(effective_min_free_kbytes(config), managed,
