@@ -176,10 +176,9 @@ def pcp_accounting(snap: BuddySnapshot) -> list[str]:
 def page_state(snap: BuddySnapshot) -> list[str]:
     """The per-page markers (_count, _mapcount sentinel, private order) agree with the lists
     that claim the page: the second path to the same facts."""
-    pages = snap.pages
-    refcount = np.asarray(pages.refcount)
-    mapcount = np.asarray(pages.mapcount)
-    private = np.asarray(pages.private)
+    refcount = snap.array("refcount")
+    mapcount = snap.array("mapcount")
+    private = snap.array("private")
     nr_pages = snap.view.nr_pages
     head_order = np.full(nr_pages, -1, dtype=np.int16)
     unheld = np.zeros(nr_pages, dtype=bool)  # free-block tails and pcp pages
@@ -281,9 +280,8 @@ def compound_pages(snap: BuddySnapshot) -> list[str]:
     """Tails point at a held compound head that contains them, and PG_head marks only held
     compound heads: put_page on a tail page relies on both."""
     assert snap.ledger is not None
-    pages = snap.pages
-    flags = np.asarray(pages.flags)
-    compound_head = np.asarray(pages.compound_head)
+    flags = snap.array("flags")
+    compound_head = snap.array("compound_head")
     held = snap.ledger.held
     problems = []
     for pfn in np.flatnonzero(compound_head >= 0):

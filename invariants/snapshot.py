@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import attrs
+import numpy as np
 
 from specs.buddy import BuddyView, Capability, PageAllocator, PageState
 from specs.machine import MachineConfig
@@ -19,6 +21,9 @@ class BuddySnapshot:
     impl: PageAllocator
     view: BuddyView
     ledger: Ledger | None = None
+    #: how to take page_state() (a state machine passes its guarded call)
+    pages_fn: Callable[[], PageState] | None = None
+    _arrays: dict[str, np.ndarray] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def config(self) -> MachineConfig:
@@ -33,7 +38,14 @@ class BuddySnapshot:
     @functools.cached_property
     def pages(self) -> PageState:
         """page_state(), taken once per snapshot."""
-        return self.impl.page_state()
+        return self.pages_fn() if self.pages_fn is not None else self.impl.page_state()
+
+    def array(self, field: str) -> np.ndarray:
+        """One page_state field as a numpy array, converted once per snapshot."""
+        cache = self._arrays
+        if field not in cache:
+            cache[field] = np.asarray(getattr(self.pages, field))
+        return cache[field]
 
 
 @attrs.frozen

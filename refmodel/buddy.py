@@ -12,6 +12,7 @@ Complexity: every operation is O(MAX_ORDER) list work plus, when stealing, one p
 
 from __future__ import annotations
 
+from array import array
 from typing import Final
 
 import attrs
@@ -718,6 +719,7 @@ class RefBuddy:
         self.config = config
         self.capabilities = ALL_CAPABILITIES
         self.state = boot(config)
+        self._view_cache: dict[int, tuple[tuple[object, ...], ZoneView]] = {}
 
     # -- argument checks shared by the operations ----------------------------------------------
 
@@ -817,23 +819,36 @@ class RefBuddy:
         return 0
 
     def view(self) -> BuddyView:
-        """Snapshot of zones, free lists and pcp lists."""
+        """Snapshot of zones, free lists and pcp lists.
+
+        Views are immutable, so a zone whose lists and counters have not changed since the
+        last view is handed out again instead of being rebuilt (a state machine takes a view
+        after every step, and most steps touch one zone).
+        """
         state = self.state
+        zones = []
+        for zone in state.zones:
+            key = _zone_key(zone)
+            cached = self._view_cache.get(zone.index)
+            if cached is None or cached[0] != key:
+                cached = (key, _zone_view(zone))
+                self._view_cache[zone.index] = cached
+            zones.append(cached[1])
         return BuddyView(
             nr_pages=state.config.nr_pages, nr_cpus=state.config.nr_cpus,
-            alloc_warnings=state.alloc_warnings,
-            zones=tuple(_zone_view(zone) for zone in state.zones))
+            alloc_warnings=state.alloc_warnings, zones=tuple(zones))
 
     def page_state(self) -> PageState:
         """Snapshot of every struct page."""
         mem_map = self.state.mem_map
+        # array.array rather than list: same values, 8x smaller, and numpy reads it in place.
         return PageState(
-            refcount=[page.refcount for page in mem_map],
-            mapcount=[page.mapcount for page in mem_map],
-            private=[page.private for page in mem_map],
-            flags=[page.flags for page in mem_map],
-            compound_head=[page.compound_head for page in mem_map],
-            pageblock_migratetype=list(self.state.pageblock_migratetype))
+            refcount=array("l", [page.refcount for page in mem_map]),
+            mapcount=array("l", [page.mapcount for page in mem_map]),
+            private=array("l", [page.private for page in mem_map]),
+            flags=array("l", [page.flags for page in mem_map]),
+            compound_head=array("l", [page.compound_head for page in mem_map]),
+            pageblock_migratetype=array("l", self.state.pageblock_migratetype))
 
     def page(self, pfn: int) -> PageInfo | None:
         """One struct page."""
@@ -842,6 +857,14 @@ class RefBuddy:
         page = self.state.mem_map[pfn]
         return PageInfo(refcount=page.refcount, mapcount=page.mapcount, private=page.private,
                         flags=page.flags, compound_head=page.compound_head)
+
+
+def _zone_key(zone: Zone) -> tuple[object, ...]:
+    """Everything a ZoneView is built from that can change."""
+    return (tuple(lst.version for lists in zone.free_area for lst in lists),
+            tuple(lst.version for pcp in zone.pcp for lst in pcp.lists),
+            tuple(pcp.count for pcp in zone.pcp), tuple(zone.nr_free), zone.nr_free_pages,
+            zone.nr_reserved_highatomic, zone.alloc_batch, zone.fair_depleted)
 
 
 def _zone_view(zone: Zone) -> ZoneView:

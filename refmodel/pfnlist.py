@@ -15,11 +15,13 @@ _HEAD = -1  # the sentinel: pfns are never negative
 class PfnList:
     """An ordered set of pfns with list_head's operations, each O(1)."""
 
-    __slots__ = ("_next", "_prev")
+    __slots__ = ("_next", "_prev", "version")
 
     def __init__(self) -> None:
         self._next: dict[int, int] = {_HEAD: _HEAD}
         self._prev: dict[int, int] = {_HEAD: _HEAD}
+        #: bumped by every change, so a snapshot of an unchanged list can be reused
+        self.version = 0
 
     def add_head(self, pfn: int) -> None:
         """list_add."""
@@ -37,6 +39,7 @@ class PfnList:
         nxt = self._next.pop(pfn)
         self._next[prev] = nxt
         self._prev[nxt] = prev
+        self.version += 1
 
     def first(self) -> int | None:
         """list_first_entry_or_null."""
@@ -82,3 +85,4 @@ class PfnList:
         self._prev[pfn] = prev
         self._next[pfn] = nxt
         self._prev[nxt] = pfn
+        self.version += 1
