@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import (  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     consumes,
@@ -28,13 +28,13 @@ from hypothesis.stateful import (  # noqa: E402
     rule,
     run_state_machine_as_test,
 )
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from invariants.registry import LOCKSTEP, PLUGIN, checks_for  # noqa: E402
-from specs.machine import preset  # noqa: E402
-from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine  # noqa: E402
-from vmconform.registry import resolve  # noqa: E402
+from invariants.registry import LOCKSTEP, PLUGIN, checks_for
+from specs.machine import preset
+from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
+from vmconform.registry import resolve
 
 STEPS = {"n": 0}
 

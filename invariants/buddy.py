@@ -11,12 +11,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from specs.buddy import PAGE_BUDDY_MAPCOUNT_VALUE, BuddyView, Capability, PG_head, ZoneView
-from specs.machine import MAX_ORDER, derive_zones
-
 from invariants.ledger import Ledger
 from invariants.registry import Cost, state_invariant
 from invariants.snapshot import BuddySnapshot
+from specs.buddy import PAGE_BUDDY_MAPCOUNT_VALUE, BuddyView, Capability, PG_head, ZoneView
+from specs.machine import MAX_ORDER, derive_zones
 
 MAX_PROBLEMS = 8  # report this many instances of one problem, then a count
 

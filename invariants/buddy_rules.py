@@ -12,15 +12,14 @@ import bisect
 
 import attrs
 
+from invariants.ledger import Ledger
+from invariants.registry import step_rule
+from invariants.snapshot import BuddyStep
 from specs import gfp
 from specs.buddy import BuddyView, Capability, PG_head
 from specs.errno import Errno, describe
 from specs.gfp import GfpFlag
 from specs.machine import MAX_ORDER, MachineConfig
-
-from invariants.ledger import Ledger
-from invariants.registry import step_rule
-from invariants.snapshot import BuddyStep
 
 EINVAL = -Errno.EINVAL
 EFAULT = -Errno.EFAULT

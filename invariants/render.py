@@ -7,11 +7,10 @@ a dump of lists.
 
 from __future__ import annotations
 
+from invariants.ledger import Ledger
 from specs.buddy import BuddyView
 from specs.gfp import MIGRATETYPE_LETTERS
 from specs.machine import MAX_ORDER, PAGE_SIZE
-
-from invariants.ledger import Ledger
 
 # One character per page in a strip.
 FREE, PCP, HELD, UNKNOWN = ".", "p", "#", "?"
@@ -71,5 +70,6 @@ def strip_around(view: BuddyView, ledger: Ledger | None, pfn: int, width: int = 
         return f"  (pfn {pfn:#x} is outside memory)"
     strip = page_classes(view, ledger, lo, hi)
     caret = " " * (pfn - lo) + "^"
-    legend = f"'{FREE}' free  '{PCP}' pcp  '{HELD}' held  '{UNKNOWN}' unaccounted  digit: claimed n times"
+    legend = (f"'{FREE}' free  '{PCP}' pcp  '{HELD}' held  '{UNKNOWN}' unaccounted  "
+              f"digit: claimed n times")
     return f"  {lo:#07x} {strip}\n          {caret} pfn {pfn:#x}\n  {legend}"

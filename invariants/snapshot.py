@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import attrs
 import numpy as np
 
+from invariants.ledger import Ledger
 from specs.buddy import BuddyView, Capability, PageAllocator, PageState
 from specs.machine import MachineConfig
-
-from invariants.ledger import Ledger
 
 
 @attrs.define
@@ -21,8 +19,6 @@ class BuddySnapshot:
     impl: PageAllocator
     view: BuddyView
     ledger: Ledger | None = None
-    #: how to take page_state() (a state machine passes its guarded call)
-    pages_fn: Callable[[], PageState] | None = None
     _arrays: dict[str, np.ndarray] = attrs.field(factory=dict, init=False, repr=False)
 
     @property
@@ -38,7 +34,7 @@ class BuddySnapshot:
     @functools.cached_property
     def pages(self) -> PageState:
         """page_state(), taken once per snapshot."""
-        return self.pages_fn() if self.pages_fn is not None else self.impl.page_state()
+        return self.impl.page_state()
 
     def array(self, field: str) -> np.ndarray:
         """One page_state field as a numpy array, converted once per snapshot."""

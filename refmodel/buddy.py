@@ -22,12 +22,11 @@ from specs import gfp
 from specs.buddy import (
     ALL_CAPABILITIES,
     PAGE_BUDDY_MAPCOUNT_VALUE,
-    PG_head,
     BuddyView,
-    Capability,
     PageInfo,
     PageState,
     PcpView,
+    PG_head,
     ZoneView,
 )
 from specs.errno import Errno

@@ -110,7 +110,7 @@ class BuddyView:
     @functools.cached_property
     def free_spans(self) -> list[tuple[int, int]]:
         """Sorted [start, end) of every free block and pcp page (computed once)."""
-        spans = []
+        spans: list[tuple[int, int]] = []
         for zone in self.zones:
             spans.extend((pfn, pfn + (1 << order)) for pfn, order, _mt in zone.free_blocks)
             spans.extend((pfn, pfn + 1) for pcp in zone.pcp for pfns in pcp.lists

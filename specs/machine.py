@@ -109,9 +109,8 @@ def pcp_high_batch(config: MachineConfig, managed_pages: int) -> tuple[int, int]
         if high // 4 > PAGE_SHIFT * 8:
             batch = PAGE_SHIFT * 8
         return high, batch
-    batch = config.pcp_batch_override
-    if batch is None:
-        batch = zone_batchsize(managed_pages)
+    override = config.pcp_batch_override
+    batch = zone_batchsize(managed_pages) if override is None else override
     return 6 * batch, max(1, batch)
 
 

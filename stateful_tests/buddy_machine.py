@@ -40,6 +40,7 @@ from specs.machine import MAX_ORDER, MachineConfig
 from stateful_tests import strategies
 from stateful_tests.harness import (
     Guard,
+    GuardedImpl,
     Journal,
     describe_call,
     want_instance,
@@ -57,6 +58,14 @@ RESULT_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "put_page": want_int,
     "split_page": want_int,
     "drain_pages": want_int,
+}
+OPERATIONS = tuple(RESULT_CHECKS)
+VIEW_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    **RESULT_CHECKS,
+    "view": want_instance(BuddyView),
+    "page_state": want_instance(PageState),
+    "page": lambda value: None if value is None or isinstance(value, PageInfo) else
+    f"the contract requires a PageInfo or None, not {type(value).__name__}",
 }
 
 
@@ -108,11 +117,12 @@ class BuddyMachineBase(RuleBasedStateMachine):
             raise CheckFailure("PLUGIN", f"{spec.impl_name}.capabilities must be a frozenset "
                                          f"of specs.buddy.Capability, not {caps!r}")
         self.caps: frozenset[Capability] = caps
+        self.checked_impl = GuardedImpl(self.sut, VIEW_CHECKS)
         self.ref = RefBuddy(spec.config) if spec.mode == "lockstep" else None
         checks = [c for c in checks_for("buddy") if c.id in spec.enabled and c.applies_to(caps)]
         self.state_checks = [c for c in checks if c.kind is Kind.STATE]
         self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in RESULT_CHECKS}
+                            for op in OPERATIONS}
         self.view = self._sut_view()
         self.ref_view = self.ref.view() if self.ref is not None else None
         self._compare_views()
@@ -134,7 +144,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
             self.ref_view = self.ref.view()
             self._compare_views(op, args)
         record = BuddyStep(op=op, args=args, result=result, before=before, after=self.view,
-                           ledger=ledger_before, impl=self.sut.impl)
+                           ledger=ledger_before, impl=self.checked_impl)
         for check in self.step_checks[op]:
             problems = list(check.fn(record))
             if problems:
@@ -167,10 +177,6 @@ class BuddyMachineBase(RuleBasedStateMachine):
         view: BuddyView = self.sut.call("view", {}, want_instance(BuddyView))
         return view
 
-    def _sut_pages(self) -> PageState:
-        pages: PageState = self.sut.call("page_state", {}, want_instance(PageState))
-        return pages
-
     def _compare_views(self, op: str = "boot", args: dict[str, int] | None = None) -> None:
         if self.ref_view is None or LOCKSTEP not in self.spec.enabled:
             return
@@ -195,8 +201,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
         compared equal, so the checkers' verdicts on refmodel would repeat those on the
         implementation; they are only run separately once LOCKSTEP has been set aside.
         """
-        snaps = [("", BuddySnapshot(impl=self.sut.impl, view=self.view, ledger=self.ledger,
-                                    pages_fn=self._sut_pages))]
+        snaps = [("", BuddySnapshot(impl=self.checked_impl, view=self.view, ledger=self.ledger))]
         if self.ref is not None and self.ref_view is not None and (
                 sweep or LOCKSTEP not in self.spec.enabled):
             snaps.append(("refmodel: ", BuddySnapshot(impl=self.ref, view=self.ref_view,

@@ -145,3 +145,25 @@ def want_instance(kind: type) -> Callable[[Any], str | None]:
             return None
         return f"the contract requires a {kind.__name__}, not {type(value).__name__}"
     return check
+
+
+class GuardedImpl:
+    """The implementation as checkers see it: attribute reads pass through, method calls go
+    through the Guard, so a checker's ``impl.page(pfn)`` is journalled, timed and typed too."""
+
+    def __init__(self, guard: Guard, checks: dict[str, Callable[[Any], str | None]]) -> None:
+        self._guard = guard
+        self._checks = checks
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._guard.impl, name)
+        if not callable(value):
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                names = value.__code__.co_varnames[1:] if hasattr(value, "__code__") else ()
+                kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+            return self._guard.call(name, kwargs, self._checks.get(name))
+
+        return guarded

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from hypothesis import settings
-from hypothesis.stateful import run_state_machine_as_test
 
 from invariants.registry import LOCKSTEP, PLUGIN, checks_for
 from specs.machine import MachineConfig
 from stateful_tests.buddy_machine import MachineSpec, make_buddy_machine
+from stateful_tests.profiles import run_machine
 
 
 def test_buddy(vm_impl: str, vm_mode: str, vm_config: MachineConfig,
@@ -25,4 +25,4 @@ def test_buddy(vm_impl: str, vm_mode: str, vm_config: MachineConfig,
         enabled |= {LOCKSTEP}
     machine = make_buddy_machine(MachineSpec(factory=vm_factories["buddy"], impl_name=vm_impl,
                                              mode=vm_mode, config=vm_config, enabled=enabled))
-    run_state_machine_as_test(machine, settings=settings())
+    run_machine(machine, settings())

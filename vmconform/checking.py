@@ -17,13 +17,13 @@ import attrs
 from hypothesis import Verbosity
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
-from hypothesis.stateful import run_state_machine_as_test
 
 from invariants.registry import LOCKSTEP, PLUGIN, REGISTRY, CheckFailure, checks_for
 from specs.machine import MachineConfig, preset
 from stateful_tests import profiles
 from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
 from stateful_tests.harness import Guard, Journal
+from stateful_tests.profiles import run_machine
 from stateful_tests.replay import minimise
 from stateful_tests.trace import current_trace
 from vmconform.registry import resolve
@@ -155,7 +155,7 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
                                 step_timeout)
         hypothesis_seed(seed)(machine)
         try:
-            run_state_machine_as_test(machine, settings=settings)
+            run_machine(machine, settings)
         except CheckFailure as failure:
             failed_id = failure.check_id if failure.check_id in enabled else PLUGIN
             trace = current_trace()
@@ -172,10 +172,12 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
             if failed_id == PLUGIN:
                 break  # the plug-in cannot be driven further: the rest stays "not run"
             continue
-        except Flaky as exc:
+        except Exception as exc:
+            kind = "the same steps gave different outcomes (non-deterministic plug-in?)" if \
+                isinstance(exc, Flaky) else f"unexpected {type(exc).__name__}"
+            trace = current_trace()
             results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL, failure=Failure(
-                PLUGIN, f"the same steps gave different outcomes (non-deterministic "
-                        f"plug-in?): {exc}", []))
+                PLUGIN, f"{kind}: {exc}", trace.steps if trace is not None else []))
             break
         for cid in enabled:
             results.setdefault(cid, CheckResult(cid, titles[cid], PASS))

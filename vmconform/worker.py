@@ -17,10 +17,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vmconform.checking import FAIL, NOT_RUN, CheckResult, Failure, RunReport, check_titles
-from vmconform.checking import run_check
 from invariants.registry import PLUGIN
 from stateful_tests.harness import JOURNAL_ENV
+from vmconform.checking import (
+    FAIL,
+    NOT_RUN,
+    CheckResult,
+    Failure,
+    RunReport,
+    check_titles,
+    run_check,
+)
 
 
 def run_isolated(timeout: float | None = None, **kwargs: Any) -> RunReport:
