@@ -155,18 +155,22 @@ def nr_free_pages(snap: BuddySnapshot) -> list[str]:
     return problems
 
 
-@state_invariant("BUDDY-I8", "pcp counts and the high mark", needs=[Capability.PCP])
+@state_invariant("BUDDY-I8", "pcp accounting", needs=[Capability.PCP])
 def pcp_accounting(snap: BuddySnapshot) -> list[str]:
-    """pcp->count must match its lists, and a free that reaches high drains a batch."""
+    """pcp->count decides when a free drains a batch, so it must match its lists; a zone
+    whose high is 0 drains every free at once and so never keeps a page.
+
+    There is no upper bound in 4.6: a refill after a free may leave count above high.
+    """
     problems = []
     for zone in snap.view.zones:
         for cpu, pcp in enumerate(zone.pcp):
             listed = sum(len(pfns) for pfns in pcp.lists)
             if pcp.count != listed:
                 problems.append(f"{zone.name} cpu{cpu}: count {pcp.count}, lists hold {listed}")
-            if pcp.count >= max(pcp.high, 1):
-                problems.append(f"{zone.name} cpu{cpu}: count {pcp.count} not below high "
-                                f"{pcp.high} after an operation")
+            if pcp.high == 0 and pcp.count:
+                problems.append(f"{zone.name} cpu{cpu}: high is 0 but {pcp.count} pages wait "
+                                f"on the lists")
     return problems
 
 
