@@ -473,3 +473,23 @@ def drain_pages_rule(step: BuddyStep) -> list[str]:
         problems.append(f"drain_pages({cpu}): NR_FREE_PAGES grew by {grown}, the lists held "
                         f"{held_before}")
     return problems
+
+
+@step_rule("BUDDY-R15", "a free drains at the high mark", ops=["free_pages", "put_page"],
+           needs=[Capability.PCP])
+def free_drains_at_high(step: BuddyStep) -> list[str]:
+    """An order-0 page freed onto a pcp list whose count was below high leaves it below high:
+    free_hot_cold_page drains a batch the moment count reaches high."""
+    if step.result != 0 or bad_cpu(step.config, step.args["cpu"]):
+        return []
+    problems = []
+    cpu = step.args["cpu"]
+    for before, after in zip(step.before.zones, step.after.zones, strict=True):
+        if cpu >= len(before.pcp) or cpu >= len(after.pcp):
+            continue
+        was, now = before.pcp[cpu], after.pcp[cpu]
+        if now.count > was.count and was.count < max(was.high, 1) <= now.count:
+            problems.append(f"{step.op}{_args(step)}: {after.name} cpu{cpu} pcp count went "
+                            f"from {was.count} to {now.count}, reaching high {now.high} "
+                            f"without draining a batch")
+    return problems
