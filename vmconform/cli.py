@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,7 +25,7 @@ from vmconform.checking import FAIL, MODES, PASS, SKIP, RunReport
 from vmconform.report import render_failures, render_table
 from vmconform.worker import run_isolated
 
-console = Console(highlight=False)
+console = Console(highlight=False, emoji=False)
 DEFAULT_REPRODUCERS = Path(".vmconform/failures")
 
 
@@ -84,8 +85,8 @@ def check(subsystems: tuple[str, ...], impls: tuple[str, ...], mode: str, seed: 
     for subsystem in chosen:
         for impl in impls:
             for run_mode in _modes_for(impl, subsystem, mode):
-                with console.status(f"checking {subsystem} on {impl} ({run_mode}, preset "
-                                    f"{preset_name}, seed {seed})"):
+                with console.status(escape(f"checking {subsystem} on {impl} ({run_mode}, "
+                                           f"preset {preset_name}, seed {seed})")):
                     reports.append(run_isolated(
                         timeout=timeout, impl_name=impl, subsystem=subsystem, mode=run_mode,
                         preset_name=preset_name, seed=seed, examples=examples, profile=profile,

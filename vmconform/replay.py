@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from invariants.registry import CheckFailure
 from specs.machine import preset
 from stateful_tests.replay import replay_steps
 from vmconform.checking import machine_class
 
-console = Console(highlight=False)
+console = Console(highlight=False, emoji=False)
 
 
 def replay_data(data: dict[str, Any]) -> int:
@@ -23,17 +24,17 @@ def replay_data(data: dict[str, Any]) -> int:
         machine = machine_class(data["impl"], data["subsystem"], data["mode"],
                                 preset(data["preset"]), frozenset(data["enabled"]))
     except (LookupError, ImportError) as exc:
-        console.print(f"[bold red]cannot replay[/]: {exc}")
+        console.print(f"[bold red]cannot replay[/]: {escape(str(exc))}")
         return 2
     console.print(f"replaying {len(data['steps'])} steps on {data['impl']} ({data['mode']}, "
                   f"preset {data['preset']}, seed {data['seed']}); expecting {data['check_id']}")
     for number, step in enumerate(data["steps"], 1):
         args = ", ".join(f"{k}={v}" for k, v in step["args"].items())
-        console.print(f"  {number:3}. {step['rule']}({args})")
+        console.print(escape(f"  {number:3}. {step['rule']}({args})"))
     try:
         replay_steps(machine, data["steps"])
     except CheckFailure as failure:
-        console.print(f"[bold red]FAIL[/] {failure.check_id}: {failure.message}")
+        console.print(f"[bold red]FAIL[/] {escape(failure.check_id)}: {escape(failure.message)}")
         return 1
     console.print(f"[bold green]no failure[/]: {data['check_id']} did not reproduce")
     return 0

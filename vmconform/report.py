@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from vmconform.checking import FAIL, NOT_RUN, PASS, SKIP, RunReport
 
@@ -18,7 +20,8 @@ def render_table(subsystem: str, reports: list[RunReport]) -> Table:
     table.add_column("check")
     table.add_column("property")
     for report in reports:
-        table.add_column(f"{report.impl}\n({report.mode}, {report.preset}, seed {report.seed})",
+        table.add_column(escape(f"{report.impl}\n({report.mode}, {report.preset}, seed "
+                                f"{report.seed})"),
                          justify="center")
     if not reports:
         return table
@@ -28,9 +31,9 @@ def render_table(subsystem: str, reports: list[RunReport]) -> Table:
             verdict = report.results[row]
             cell = STYLES.get(verdict.status, verdict.status)
             if verdict.status in (SKIP, NOT_RUN) and verdict.reason:
-                cell += f"[dim] ({verdict.reason})[/]"
+                cell += f"[dim] ({escape(verdict.reason)})[/]"
             cells.append(cell)
-        table.add_row(result.id, result.title, *cells)
+        table.add_row(escape(result.id), escape(result.title), *cells)
     return table
 
 
@@ -50,5 +53,5 @@ def render_failures(console: Console, reports: list[RunReport]) -> None:
                     f"seed {report.seed}, preset {report.preset}, mode {report.mode}; rerun: "
                     f"vmconform check {report.subsystem} --impl {report.impl} --mode "
                     f"{report.mode} --seed {report.seed} --preset {report.preset}{replay}")
-            console.print(Panel(body, title=f"[bold red]{result.id}[/] {result.title} — "
-                                            f"{report.impl}", title_align="left"))
+            title = Text.assemble((result.id, "bold red"), f" {result.title} — {report.impl}")
+            console.print(Panel(Text(body), title=title, title_align="left"))

@@ -1,0 +1,5 @@
+"""``python -m vmconform``."""
+
+from vmconform.cli import main
+
+main()
