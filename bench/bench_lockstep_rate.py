@@ -99,8 +99,9 @@ def main() -> None:
     factory = resolve(args.impl).factories["buddy"]
     rows = [("trivial machine", TrivialMachine)]
     for mode in ("lockstep", "contract"):
+        caps = factory(preset("tiny")).capabilities
         spec = MachineSpec(factory=factory, impl_name=args.impl, mode=mode,
-                           config=preset("tiny"), enabled=enabled)
+                           config=preset("tiny"), enabled=enabled, capabilities=caps)
         rows.append((f"buddy {mode} on {args.impl}", counting(make_buddy_machine(spec))))
     table = Table(title=f"state-machine throughput ({args.examples} examples x <= {args.steps} "
                         f"steps, tiny preset, all checks on)")

@@ -134,8 +134,8 @@ def nr_free_counts(snap: BuddySnapshot) -> list[str]:
     """free_area[k].nr_free is what the watermark check reads; it must match the lists."""
     problems = []
     for zone in snap.view.zones:
-        for order in range(MAX_ORDER):
-            listed = sum(len(pfns) for pfns in zone.free_lists[order])
+        for order, lists in enumerate(zone.free_lists):
+            listed = sum(map(len, lists))
             if zone.nr_free[order] != listed:
                 problems.append(f"{zone.name} order {order}: nr_free {zone.nr_free[order]} "
                                 f"but {listed} blocks listed")
@@ -147,8 +147,8 @@ def nr_free_pages(snap: BuddySnapshot) -> list[str]:
     """NR_FREE_PAGES drives every watermark decision; pcp pages are not part of it."""
     problems = []
     for zone in snap.view.zones:
-        listed = sum(len(pfns) << order for order, lists in enumerate(zone.free_lists)
-                     for pfns in lists)
+        listed = sum(sum(map(len, lists)) << order
+                     for order, lists in enumerate(zone.free_lists))
         if zone.nr_free_pages != listed:
             problems.append(f"{zone.name}: NR_FREE_PAGES {zone.nr_free_pages} but the free "
                             f"lists hold {listed} pages")

@@ -30,24 +30,32 @@ class StepTimeout(BaseException):
     ``except Exception`` cannot swallow it."""
 
 
+def _expire(signum: int, frame: object) -> None:
+    raise StepTimeout
+
+
+_HANDLER_INSTALLED: list[bool] = []
+
+
 @contextlib.contextmanager
 def deadline(seconds: float | None) -> Iterator[None]:
     """Interrupt the body after ``seconds`` of wall time (main thread only; elsewhere the
-    subprocess timeout of ``vmconform check`` is the backstop)."""
+    subprocess timeout of ``vmconform check`` is the backstop).
+
+    The SIGALRM handler is installed once; each call only arms and disarms the timer, which
+    keeps the guard cheap enough to wrap every call a step makes.
+    """
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def expire(signum: int, frame: object) -> None:
-        raise StepTimeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    if not _HANDLER_INSTALLED or signal.getsignal(signal.SIGALRM) is not _expire:
+        signal.signal(signal.SIGALRM, _expire)
+        _HANDLER_INSTALLED[:] = [True]
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Journal:

@@ -19,6 +19,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
 from invariants.registry import LOCKSTEP, PLUGIN, REGISTRY, CheckFailure, checks_for
+from specs.buddy import Capability
 from specs.machine import MachineConfig, preset
 from stateful_tests import profiles
 from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
@@ -93,14 +94,14 @@ def check_titles(subsystem: str) -> dict[str, str]:
 
 def machine_class(impl_name: str, subsystem: str, mode: str, config: MachineConfig,
                   enabled: frozenset[str], step_timeout: float | None = 10.0,
-                  sweep_every: int = 10) -> type[BuddyMachineBase]:
+                  capabilities: frozenset[Capability] | None = None) -> type[BuddyMachineBase]:
     """The state machine for one implementation (raises LookupError for unknown names)."""
     if subsystem != "buddy":
         raise LookupError(f"no state machine for subsystem {subsystem!r} yet")
     factory = resolve(impl_name).factories[subsystem]
     return make_buddy_machine(MachineSpec(factory=factory, impl_name=impl_name, mode=mode,
                                           config=config, enabled=enabled,
-                                          step_timeout=step_timeout, sweep_every=sweep_every))
+                                          step_timeout=step_timeout, capabilities=capabilities))
 
 
 def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
@@ -151,8 +152,10 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
         results[LOCKSTEP] = CheckResult(LOCKSTEP, titles[LOCKSTEP], SKIP, "contract mode")
 
     while True:
+        known = caps if isinstance(caps, frozenset) and all(
+            isinstance(c, Capability) for c in caps) else None
         machine = machine_class(impl_name, subsystem, mode, config, frozenset(enabled),
-                                step_timeout)
+                                step_timeout, known)
         hypothesis_seed(seed)(machine)
         try:
             run_machine(machine, settings)
