@@ -41,11 +41,9 @@ MODIFIERS = (
 
 #: Base masks with no modifier, one modifier, or two different ones.  Drawing one element of
 #: a precomputed tuple is much cheaper than composing draws, and shrinks to GFP_KERNEL.
-MASKS: tuple[int, ...] = tuple(
-    base | extra
-    for extra in (0, *MODIFIERS, *(a | b for i, a in enumerate(MODIFIERS) for b in MODIFIERS[i + 1:]))
-    for base in BASE_MASKS
-)
+PAIRS = tuple(a | b for i, a in enumerate(MODIFIERS) for b in MODIFIERS[i + 1:])
+MASKS: tuple[int, ...] = tuple(base | extra for extra in (0, *MODIFIERS, *PAIRS)
+                               for base in BASE_MASKS)
 
 
 def gfp_masks() -> st.SearchStrategy[int]:
