@@ -206,9 +206,10 @@ def page_state(snap: BuddySnapshot) -> list[str]:
     report(unheld & (mapcount != -1), "free-block tail or pcp page with _mapcount != -1")
     report(~heads & (mapcount == PAGE_BUDDY_MAPCOUNT_VALUE), "PageBuddy on a page no list holds")
     if snap.ledger is not None:
-        held_heads = np.fromiter((pfn for pfn, _order in snap.ledger.blocks()), dtype=np.int64)
-        report(np.isin(np.arange(nr_pages), held_heads) & (refcount < 1),
-               "held block head without a reference")
+        held_head = np.zeros(nr_pages, dtype=bool)
+        held_head[np.fromiter(snap.ledger.held, dtype=np.int64,
+                              count=len(snap.ledger.held))] = True
+        report(held_head & (refcount < 1), "held block head without a reference")
     return _capped(problems)
 
 
@@ -287,12 +288,23 @@ def compound_pages(snap: BuddySnapshot) -> list[str]:
     compound_head = snap.array("compound_head")
     held = snap.ledger.held
     problems = []
-    for pfn in np.flatnonzero(compound_head >= 0):
-        head = int(compound_head[pfn])
-        owner = held.get(head)
-        if owner is None or not owner.compound or not head < pfn < head + (1 << owner.order):
-            problems.append(f"pfn {int(pfn):#x} claims compound head {head:#x}, which is not a "
-                            f"held compound block containing it")
+    # Every held compound block, as arrays: head pfn and order.
+    compound = [(pfn, h.order) for pfn, h in held.items() if h.compound]
+    heads = np.array([pfn for pfn, _ in compound], dtype=np.int64)
+    orders = np.array([order for _, order in compound], dtype=np.int64)
+    tails = np.flatnonzero(compound_head >= 0)
+    claimed = compound_head[tails].astype(np.int64)
+    # A tail is fine when its claimed head is a held compound head whose block contains it.
+    sorter = np.argsort(heads)
+    heads, orders = heads[sorter], orders[sorter]
+    slot = np.searchsorted(heads, claimed)
+    found = slot < heads.size
+    good = np.zeros(tails.size, dtype=bool)
+    good[found] = ((heads[slot[found]] == claimed[found]) & (tails[found] > claimed[found])
+                   & (tails[found] < claimed[found] + (1 << orders[slot[found]])))
+    for pfn in tails[~good][:MAX_PROBLEMS]:
+        problems.append(f"pfn {int(pfn):#x} claims compound head {int(compound_head[pfn]):#x}, "
+                        f"which is not a held compound block containing it")
     for pfn in np.flatnonzero(flags & (1 << PG_head)):
         owner = held.get(int(pfn))
         if owner is None or not owner.compound:
@@ -301,7 +313,7 @@ def compound_pages(snap: BuddySnapshot) -> list[str]:
         if owner.compound and owner.order:
             if not flags[head] & (1 << PG_head):
                 problems.append(f"held compound block {head:#x} lacks PG_head")
-            tails = compound_head[head + 1: head + (1 << owner.order)]
-            if (tails != head).any():
+            members = compound_head[head + 1: head + (1 << owner.order)]
+            if (members != head).any():
                 problems.append(f"held compound block {head:#x} has tails not pointing at it")
     return _capped(problems)
