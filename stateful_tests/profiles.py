@@ -37,4 +37,4 @@ def profile(name: str, **overrides: object) -> settings:
 
 def run_machine(machine: type[RuleBasedStateMachine], run_settings: settings) -> None:
     """run_state_machine_as_test with a typed signature."""
-    run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call, unused-ignore]
