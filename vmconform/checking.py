@@ -127,8 +127,8 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
     # Boot once, guarded, to learn the capabilities (and to report a factory that fails).
     try:
         factory = resolve(impl_name).factories[subsystem]
-        caps = Guard.create(factory, config, impl_name, step_timeout,
-                            Journal(None)).impl.capabilities
+        caps = getattr(Guard.create(factory, config, impl_name, step_timeout,
+                                    Journal(None)).impl, "capabilities", None)
     except CheckFailure as failure:
         results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL,
                                       failure=Failure(PLUGIN, failure.message, []))
@@ -143,7 +143,8 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
         if only is not None and check.id not in only:
             results[check.id] = CheckResult(check.id, check.title, SKIP, "not selected")
         elif not isinstance(caps, frozenset) or not check.applies_to(caps):
-            missing = ", ".join(sorted(c.value for c in check.needs - set(caps or ())))
+            have = caps if isinstance(caps, frozenset) else frozenset()
+            missing = ", ".join(sorted(c.value for c in check.needs - have))
             results[check.id] = CheckResult(check.id, check.title, SKIP,
                                             f"implementation lacks: {missing}")
         else:
