@@ -1,8 +1,10 @@
 """The suite catches every mutant under the check it targets, and the reference model passes.
 
 Each mutant in ``tests/mutants/`` is run in contract mode with only its target check enabled
-(plus the PLUGIN pseudo-check, which ``run_check`` always keeps): that check, and no other,
-must report the failure, with the steps that reproduce it.
+(plus the PLUGIN pseudo-check, which ``run_check`` always keeps): that check must report the
+failure, with the steps that reproduce it.  PLUGIN is not asserted on: after the target has
+failed the runner keeps driving the mutant, and a mutant whose bug corrupts its own lists may
+then crash, which is a fair PLUGIN verdict.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from tests.mutants import impl_name, mutants
 from vmconform import registry
 from vmconform.checking import FAIL, PASS, SKIP, RunReport, run_check
 
-#: Examples per mutant run; every mutant is built to show its bug within a few steps.
+#: Examples per mutant run.  Every mutant is built to show its bug in most examples, not just
+#: under a lucky seed: Hypothesis also draws on literals from every local module imported, so
+#: which examples a seed explores changes with unrelated code (and with the process: pytest
+#: and the CLI import different modules).  Measured: each mutant is caught under 30 of 30
+#: seeds at this budget.
 EXAMPLES = 60
 
 MUTANTS = mutants()

@@ -11,6 +11,11 @@ algorithm are broken copies of one ``refmodel.buddy`` function, swapped in by
 :class:`MutantBuddy` for the duration of every contract operation (boot is left alone, so
 every mutant starts from 4.6's boot layout); the changed line carries ``# MUTATION:``.
 ``refmodel`` itself is never edited.  Every mutant is deterministic.
+
+Contract mode judges only the MUSTs, so a mutant may also use a freedom the spec's MAY section
+grants (its own zone, reserve or pcp policy) when that makes its one bug show within a short
+test; such helpers say "not a mutation" and the class says "Freedom, not bug".  A ``# GUARD:``
+line keeps a broken counter from hanging the run after the bug has been reported.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from refmodel.buddy import EFAULT, EINVAL, RefBuddy
 from specs import gfp
 from specs.buddy import PAGE_BUDDY_MAPCOUNT_VALUE, PG_head
 from specs.gfp import GfpFlag
-from specs.machine import MAX_ORDER, MachineConfig, effective_min_free_kbytes, per_zone_wmarks
+from specs.machine import (
+    MAX_ORDER,
+    PAGEBLOCK_NR_PAGES,
+    MachineConfig,
+    effective_min_free_kbytes,
+    per_zone_wmarks,
+)
 
 #: gfp.__GFP_BITS_MASK, spelled so that class bodies can use it (no name mangling).
 GFP_BITS_MASK: Final = gfp.__GFP_BITS_MASK
@@ -349,18 +360,14 @@ def _rmqueue_smallest_keeps_buddy_mark(state: rb.BuddyState, zone: rb.Zone, orde
     return None
 
 
-def _prep_new_page_last_tail_unlinked(state: rb.BuddyState, pfn: int, order: int,
-                                      gfp_mask: int) -> None:
-    """prep_new_page whose prep_compound_page loop stops one tail early."""
+def _free_pages_prepare_keeps_pg_head(state: rb.BuddyState, pfn: int, order: int) -> None:
+    """free_pages_prepare that forgets to clear PG_head on a freed compound head."""
     head = state.mem_map[pfn]
-    head.private = 0
-    head.refcount = 1
-    if order and gfp_mask & GfpFlag.COMP:
-        head.flags |= 1 << PG_head
-        head.compound_order = order
-        for tail in range(pfn + 1, pfn + (1 << order) - 1):  # MUTATION: `- 1`: last tail skipped
-            state.mem_map[tail].compound_head = pfn
-    head.owner_order = order
+    # MUTATION: `head.flags &= ~(1 << PG_head)` (__ClearPageHead) is missing
+    head.compound_order = 0
+    head.owner_order = 0
+    for tail in range(pfn + 1, pfn + (1 << order)):
+        state.mem_map[tail].compound_head = -1
 
 
 def _prep_new_page_refcount_order0_only(state: rb.BuddyState, pfn: int, order: int,
@@ -556,11 +563,11 @@ class WatermarkMinNotShared(RefBuddy):
         return super().alloc_pages(gfp_mask, order, cpu)
 
 
-class LastCompoundTailUnlinked(MutantBuddy):
-    """prep_compound_page leaves the last tail page without its compound_head."""
+class PgHeadLeftOnFree(MutantBuddy):
+    """A freed compound page keeps PG_head on its head page, which then sits on a free list."""
 
     target = "BUDDY-I12"
-    patches: ClassVar = {"prep_new_page": _prep_new_page_last_tail_unlinked}
+    patches: ClassVar = {"free_pages_prepare": _free_pages_prepare_keeps_pg_head}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,21 +615,21 @@ class ZoneBadMaskAllocates(MutantBuddy):
 
 class HighatomicReserveNotCharged(MutantBuddy):
     """__zone_watermark_ok does not subtract the high-atomic reserve for ordinary requests, so
-    they take a zone below MIN once the reserve is set aside.
+    they eat into the pages set aside for atomic ones and take zones below MIN."""
 
-    The allocator sets one pageblock per zone aside for high-order atomic requests at boot,
-    where 4.6 waits for the first such request to fail (a freedom in contract mode): with
-    512 pages reserved, one order-9 or order-10 request is enough to show the bug.
-    """
-
+    # Freedom, not bug: the allocator reserves at boot, by count alone, as much as 4.6 ever
+    # reserves per zone (1% of it plus a pageblock, in whole pageblocks), where 4.6 waits for
+    # an atomic request to fail first.  The reserve policy is free in contract mode; with 1024
+    # pages reserved, any allocation from DMA32, or of order 9 or 10 elsewhere, shows the bug.
     target = "BUDDY-R5"
     patches: ClassVar = {"zone_watermark_ok": _zone_watermark_ok_reserve_not_charged}
 
     def __init__(self, config: MachineConfig) -> None:
         super().__init__(config)
         for zone in self.state.zones:
-            if zone.populated:
-                rb.reserve_highatomic_pageblock(self.state, zone, zone.geometry.start_pfn)
+            cap = zone.geometry.managed_pages // 100 + PAGEBLOCK_NR_PAGES
+            while zone.populated and zone.nr_reserved_highatomic < cap:
+                zone.nr_reserved_highatomic += PAGEBLOCK_NR_PAGES
 
 
 class CpuWrappedNotRefused(RefBuddy):
@@ -650,17 +657,17 @@ class CpuWrappedNotRefused(RefBuddy):
         return super().drain_pages(self._wrap(cpu))
 
 
-class MisalignedFreeAccepted(RefBuddy):
-    """free_pages does not check that pfn is aligned to the order (the VM_BUG_ON is compiled
-    out), so a misaligned free is judged on the page it names instead of refused."""
+class FreeArgumentsUnchecked(RefBuddy):
+    """free_pages checks neither the order's range nor the pfn's alignment (the VM_BUG_ONs are
+    compiled out), so a bad free is judged on whatever page it names instead of refused."""
 
     target = "BUDDY-R7"
 
     def free_pages(self, pfn: int, order: int, cpu: int = 0) -> int:
-        """RefBuddy.free_pages without the alignment test."""
-        if self._bad_cpu(cpu) or not 0 <= order < MAX_ORDER or self._bad_pfn(pfn):
+        """RefBuddy.free_pages without the order and alignment tests."""
+        if self._bad_cpu(cpu) or self._bad_pfn(pfn):
             return EINVAL
-        # MUTATION: `if pfn & ((1 << order) - 1): return EINVAL` is missing
+        # MUTATION: the `0 <= order < MAX_ORDER` and `pfn & ((1 << order) - 1)` tests are missing
         page = self.state.mem_map[pfn]
         if page.refcount == 0:
             return EFAULT
@@ -725,20 +732,23 @@ class GetPageOnFreePage(RefBuddy):
         return 0
 
 
-class PutTailFreesOnlyTail(RefBuddy):
-    """put_page on a compound tail drops the head's last reference but frees the tail page
-    alone (__put_single_page(page) instead of __put_compound_page(compound_head(page)))."""
+class PutPageSinglePageOnly(RefBuddy):
+    """put_page treats every page as a lone order-0 page: it neither follows compound_head()
+    nor frees a compound page whole, and the last put of a larger block frees one page."""
 
     target = "BUDDY-R12"
 
     def put_page(self, pfn: int, cpu: int = 0) -> int:
-        """RefBuddy.put_page with the tail mix-up."""
-        head_pfn = self._head_of(pfn)
-        if (head_pfn == pfn or self._bad_cpu(cpu) or self._bad_pfn(pfn)
-                or self.state.mem_map[head_pfn].refcount != 1):
-            return super().put_page(pfn, cpu)
-        self.state.mem_map[head_pfn].refcount = 0
-        rb.free_hot_cold_page(self.state, pfn, cold=False, cpu=cpu)  # MUTATION: pfn, not head
+        """__put_single_page(page) for every page."""
+        if self._bad_cpu(cpu) or self._bad_pfn(pfn):
+            return EINVAL
+        page = self.state.mem_map[pfn]  # MUTATION: not compound_head(page)
+        if page.refcount <= 0:
+            return EFAULT
+        page.refcount -= 1
+        if page.refcount:
+            return 0
+        rb.free_hot_cold_page(self.state, pfn, cold=False, cpu=cpu)  # MUTATION: always order 0
         return 0
 
 
@@ -780,12 +790,10 @@ class DrainDrainsCallingCpu(RefBuddy):
 
 
 class PcpDrainsAboveHigh(MutantBuddy):
-    """free_hot_cold_page drains a batch when pcp->count exceeds high, not when it reaches it.
+    """free_hot_cold_page drains a batch when pcp->count exceeds high, not when it reaches it."""
 
-    The allocator also refills its per-cpu lists to high rather than by a batch (a freedom),
-    so one order-0 free after an order-0 allocation is enough to show the bug.
-    """
-
+    # Freedom, not bug: the allocator refills its per-cpu lists up to high rather than by a
+    # batch, so one order-0 free after an order-0 allocation is enough to show the bug.
     target = "BUDDY-R15"
     patches: ClassVar = {"free_hot_cold_page": _free_hot_cold_page_drains_above_high,
                          "rmqueue_bulk": _rmqueue_bulk_fills_to_high}

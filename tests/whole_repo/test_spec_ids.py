@@ -77,7 +77,7 @@ def test_each_id_has_one_heading():
     assert [] == sorted({cid for cid in ids if ids.count(cid) > 1})
 
 
-def test_invalid_id_headings_of_another_shape():
+def test_every_id_heading_is_well_formed():
     """A heading that starts with an ID is a level-3 ``### <ID> — <title>`` heading."""
     malformed = []
     for path in spec_documents():
