@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from hypothesis import Verbosity
+from hypothesis import Phase, Verbosity
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
@@ -113,7 +113,11 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
     started = time.monotonic()
     config = preset(preset_name)
     titles = check_titles(subsystem)
+    base = profiles.profile(profile)
+    # The explain phase annotates Hypothesis' own report, which run_check never shows; it
+    # would triple the cost of every failing run.
     settings = profiles.profile(profile, verbosity=Verbosity.quiet,
+                                phases=[p for p in base.phases if p is not Phase.explain],
                                 **({"max_examples": examples} if examples else {}))
     results: dict[str, CheckResult] = {}
 
