@@ -36,7 +36,7 @@ from specs.machine import preset
 from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
 from vmconform.registry import resolve
 
-STEPS = {"n": 0}
+STEPS = {"n": 0, "rules": 0}
 
 
 class TrivialMachine(RuleBasedStateMachine):
@@ -51,12 +51,14 @@ class TrivialMachine(RuleBasedStateMachine):
     @rule(target=items, value=st.integers(0, 1 << 20), cpu=st.integers(0, 1))
     def push(self, value: int, cpu: int) -> int:
         STEPS["n"] += 1
+        STEPS["rules"] += 1
         self.live.append(value)
         return value
 
     @rule(item=consumes(items), cpu=st.integers(0, 1))
     def pop(self, item: int, cpu: int) -> None:
         STEPS["n"] += 1
+        STEPS["rules"] += 1
         self.live.remove(item)
 
     @invariant()
@@ -72,20 +74,28 @@ def counting(machine: type[BuddyMachineBase]) -> type[BuddyMachineBase]:
         STEPS["n"] += 1
         return original(self, op, **args)
 
+    original_check = machine.invariants_hold
+
+    def invariants_hold(self: BuddyMachineBase) -> None:
+        STEPS["rules"] += 1  # Hypothesis runs invariants once after every rule
+        original_check(self)
+
     machine.step = step  # type: ignore[method-assign]
+    machine.invariants_hold = invariant()(invariants_hold)  # type: ignore[method-assign]
     return machine
 
 
-def rate(machine: type[RuleBasedStateMachine], examples: int, steps: int) -> tuple[float, int]:
-    """(steps per second, steps) for one machine under fixed settings."""
+def rate(machine: type[RuleBasedStateMachine], examples: int,
+         steps: int) -> tuple[float, int, float]:
+    """(plug-in calls per second, calls, rules per second) for one machine."""
     run_settings = settings(max_examples=examples, stateful_step_count=steps, database=None,
                             deadline=None, derandomize=True, phases=[Phase.generate],
                             suppress_health_check=list(HealthCheck))
-    STEPS["n"] = 0
+    STEPS["n"] = STEPS["rules"] = 0
     started = time.perf_counter()
     run_state_machine_as_test(machine, settings=run_settings)
     elapsed = time.perf_counter() - started
-    return STEPS["n"] / elapsed, STEPS["n"]
+    return STEPS["n"] / elapsed, STEPS["n"], STEPS["rules"] / elapsed
 
 
 def main() -> None:
@@ -105,13 +115,15 @@ def main() -> None:
         rows.append((f"buddy {mode} on {args.impl}", counting(make_buddy_machine(spec))))
     table = Table(title=f"state-machine throughput ({args.examples} examples x <= {args.steps} "
                         f"steps, tiny preset, all checks on)")
-    for column in ("machine", "steps", "steps/s", "ratio to trivial"):
+    for column in ("machine", "calls", "calls/s", "ratio", "rules/s", "ratio"):
         table.add_column(column, justify="right")
-    baseline = None
+    baseline = rule_baseline = None
     for name, machine in rows:
-        per_second, count = rate(machine, args.examples, args.steps)
+        per_second, count, rules = rate(machine, args.examples, args.steps)
         baseline = baseline or per_second
-        table.add_row(name, str(count), f"{per_second:,.0f}", f"{per_second / baseline:.2f}")
+        rule_baseline = rule_baseline or rules
+        table.add_row(name, str(count), f"{per_second:,.0f}", f"{per_second / baseline:.2f}",
+                      f"{rules:,.0f}", f"{rules / rule_baseline:.2f}")
     Console().print(table)
 
 

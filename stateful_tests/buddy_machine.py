@@ -35,7 +35,7 @@ from invariants.render import free_area_table, strip_around
 from invariants.snapshot import BuddySnapshot, BuddyStep
 from refmodel.buddy import RefBuddy
 from specs.buddy import BuddyView, Capability, PageInfo, PageState
-from specs.gfp import GfpFlag
+from specs.gfp import GFP_HIGHUSER_MOVABLE, GfpFlag
 from specs.machine import MAX_ORDER, MachineConfig
 from stateful_tests import strategies
 from stateful_tests.harness import (
@@ -50,6 +50,7 @@ from stateful_tests.harness import (
 from stateful_tests.trace import Trace, set_current_trace
 
 MAX_SPLIT_ORDER = 4
+EXHAUST_LIMIT = 64
 
 RESULT_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "alloc_pages": want_pfn_or_none,
@@ -325,6 +326,31 @@ class BuddyMachineBase(RuleBasedStateMachine):
                 "split_page": {"pfn": pfn, "order": order}, "drain_pages": {"cpu": cpu}}[op]
         self.step(op, **args)
 
+    def do_exhaust(self, gfp_mask: int, order: int, cpu: int) -> Any:
+        """Allocate until the allocator says no (at most EXHAUST_LIMIT times): the quickest way
+        to the watermarks, the fallback lists and the highatomic reserve."""
+        self.trace.rule("exhaust", gfp_mask=gfp_mask, order=order, cpu=cpu)
+        got = []
+        for _ in range(EXHAUST_LIMIT):
+            pfn = self.step("alloc_pages", gfp_mask=gfp_mask, order=order, cpu=cpu)
+            if pfn is None or pfn not in self.ledger.held:
+                break
+            got.append(self.new_block(pfn, self.ledger.held[pfn].order))
+        return multiple(*got)
+
+    def do_pcp_churn(self, count: int, cpu: int) -> None:
+        """Allocate count order-0 pages on one CPU, then free them all there: the pcp list
+        climbs to its high mark and must drain a batch (BUDDY-R15)."""
+        self.trace.rule("pcp_churn", count=count, cpu=cpu)
+        pages = []
+        for _ in range(count):
+            pfn = self.step("alloc_pages", gfp_mask=GFP_HIGHUSER_MOVABLE, order=0, cpu=cpu)
+            if pfn is None or pfn not in self.ledger.held:
+                break
+            pages.append(pfn)
+        for pfn in pages:
+            self.step("free_pages", pfn=pfn, order=0, cpu=cpu)
+
     def do_free_everything(self) -> None:
         """Drop every reference the machine holds and drain every CPU: BUDDY-I10's moment."""
         self.trace.rule("free_everything")
@@ -448,6 +474,16 @@ def make_buddy_machine(spec: MachineSpec) -> type[BuddyMachineBase]:
               cpu=st.integers(-1, config.nr_cpus))
         def bad_call(self, op: str, pfn: int, order: int, cpu: int) -> None:
             self.do_bad_call(op, pfn, order, cpu)
+
+        @rule(target=blocks, gfp_mask=strategies.gfp_masks(), order=st.integers(0, MAX_ORDER - 1),
+              cpu=cpus)
+        def exhaust(self, gfp_mask: int, order: int, cpu: int) -> Any:
+            return self.do_exhaust(gfp_mask, order, cpu)
+
+        @has(Capability.PCP)
+        @rule(count=st.integers(1, 32), cpu=cpus)
+        def pcp_churn(self, count: int, cpu: int) -> None:
+            self.do_pcp_churn(count, cpu)
 
         @rule()
         def free_everything(self) -> None:

@@ -88,7 +88,7 @@ def test_invalid_plugin_failure_records_the_failing_step() -> None:
     assert failure is not None
     assert failure.steps
     assert failure.steps[-1]["rule"] in {"free", "free_again", "free_wrong_order", "bad_call",
-                                         "free_everything"}
+                                         "free_everything", "pcp_churn"}
 
 
 def test_invalid_unknown_module_is_reported_as_plugin_failure() -> None:
