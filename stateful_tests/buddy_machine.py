@@ -259,7 +259,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
         pfn = self.step("alloc_pages", gfp_mask=gfp_mask, order=order, cpu=cpu)
         if pfn is None or pfn not in self.ledger.held:
             return multiple()
-        return self.trace.result(self.new_block(pfn, self.ledger.held[pfn].order))
+        return self.new_block(pfn, self.ledger.held[pfn].order)
 
     def do_free(self, block: Block, cpu: int) -> Any:
         """free_pages of a block the machine holds, at its order."""
@@ -303,7 +303,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
             return self._still_held(block)
         pages = [self.new_block(pfn, 0) for pfn in range(block.pfn, block.pfn + (1 << block.order))
                  if pfn in self.ledger.held]
-        return self.trace.result(multiple(*pages))
+        return multiple(*pages)
 
     def do_drain(self, cpu: int) -> None:
         """drain_pages on one CPU."""
@@ -316,7 +316,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
         pfn = self.step("alloc_pages", gfp_mask=gfp_mask, order=order, cpu=cpu)
         if pfn is None or pfn not in self.ledger.held or gfp_nonsense(gfp_mask):
             return multiple()
-        return self.trace.result(self.new_block(pfn, self.ledger.held[pfn].order))
+        return self.new_block(pfn, self.ledger.held[pfn].order)
 
     def do_bad_call(self, op: str, pfn: int, order: int, cpu: int) -> None:
         """free_pages, get_page, put_page, split_page or drain_pages on arbitrary arguments."""

@@ -27,10 +27,6 @@ class Trace:
         """Record a rule before it runs (so a failing step is the last one recorded)."""
         self.steps.append({"rule": name, "args": {k: _encode(v) for k, v in args.items()}})
 
-    def result(self, value: Any) -> Any:
-        """Pass a rule's return value through (the hook keeps rule bodies one-liners)."""
-        return value
-
     def to_json(self) -> dict[str, Any]:
         """The trace as a JSON-able dict."""
         return {"impl": self.impl, "mode": self.mode, "preset": self.preset,

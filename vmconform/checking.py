@@ -18,7 +18,7 @@ from hypothesis import Phase, Verbosity
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
-from invariants.registry import LOCKSTEP, PLUGIN, REGISTRY, CheckFailure, checks_for
+from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, checks_for
 from specs.buddy import Capability
 from specs.machine import MachineConfig, preset
 from stateful_tests import profiles
@@ -212,12 +212,3 @@ def write_reproducer(directory: Path, impl: str, subsystem: str, mode: str, pres
         f'if __name__ == "__main__":\n    sys.exit(replay_data(DATA))\n', encoding="utf-8")
     return path
 
-
-def all_check_ids(subsystem: str) -> list[str]:
-    """IDs as the report lists them."""
-    return list(check_titles(subsystem))
-
-
-def registry_size() -> int:
-    """How many checks are registered (all subsystems)."""
-    return len(REGISTRY)
