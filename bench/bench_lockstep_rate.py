@@ -33,7 +33,8 @@ from rich.table import Table
 
 from invariants.registry import LOCKSTEP, PLUGIN, checks_for
 from specs.machine import preset
-from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
+from stateful_tests.buddy_machine import BuddyMachineBase, make_buddy_machine
+from stateful_tests.common import MachineSpec
 from vmconform.registry import resolve
 
 STEPS = {"n": 0, "rules": 0}

@@ -14,8 +14,6 @@ from typing import Any, Final
 
 import attrs
 
-from specs.buddy import Capability
-
 #: Pseudo-checks that are not spec IDs: agreement with the reference model, and a plug-in
 #: that raised, hung, crashed or returned the wrong type.
 LOCKSTEP: Final = "LOCKSTEP"
@@ -44,7 +42,7 @@ class Check:
     title: str
     kind: Kind
     fn: Callable[[Any], Iterable[str]]
-    needs: frozenset[Capability] = frozenset()
+    needs: frozenset[enum.Enum] = frozenset()
     cost: Cost = Cost.VIEW
     #: step rules only: the operations the rule judges
     ops: frozenset[str] = frozenset()
@@ -56,7 +54,7 @@ class Check:
         """``BUDDY-I3`` -> ``buddy``."""
         return self.id.split("-", 1)[0].lower()
 
-    def applies_to(self, capabilities: frozenset[Capability]) -> bool:
+    def applies_to(self, capabilities: frozenset[enum.Enum]) -> bool:
         """False when the implementation lacks a capability this check needs."""
         return self.needs <= capabilities
 
@@ -80,7 +78,7 @@ def _register(check: Check) -> None:
 
 
 def state_invariant(
-    check_id: str, title: str, *, needs: Iterable[Capability] = (), cost: Cost = Cost.VIEW,
+    check_id: str, title: str, *, needs: Iterable[enum.Enum] = (), cost: Cost = Cost.VIEW,
     needs_ledger: bool = False,
 ) -> Callable[[Callable[[Any], Iterable[str]]], Callable[[Any], Iterable[str]]]:
     """Register a state invariant under its spec ID."""
@@ -94,7 +92,7 @@ def state_invariant(
 
 
 def step_rule(
-    check_id: str, title: str, *, ops: Iterable[str], needs: Iterable[Capability] = (),
+    check_id: str, title: str, *, ops: Iterable[str], needs: Iterable[enum.Enum] = (),
 ) -> Callable[[Callable[[Any], Iterable[str]]], Callable[[Any], Iterable[str]]]:
     """Register an operation rule under its spec ID."""
 
@@ -113,7 +111,21 @@ def checks_for(subsystem: str) -> list[Check]:
     return sorted(found, key=lambda c: (c.id.split("-")[1][0], int(c.id.split("-")[1][1:])))
 
 
+#: Modules of this package that hold no checkers (importing them registers nothing).
+_NOT_CHECKERS = frozenset({"registry", "ledger", "snapshot", "render"})
+
+
 def _load_all() -> None:
-    """Import every checker module so its decorators run."""
-    import invariants.buddy  # noqa: PLC0415  (the checker modules import this one)
-    import invariants.buddy_rules  # noqa: F401, PLC0415
+    """Import every checker module of this package so its decorators run.
+
+    Every module is a candidate, so a new subsystem's checkers register without an edit
+    here.
+    """
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    import invariants  # noqa: PLC0415  (the checker modules import this one)
+
+    for info in pkgutil.iter_modules(invariants.__path__):
+        if info.name not in _NOT_CHECKERS and not info.name.startswith("_"):
+            importlib.import_module(f"invariants.{info.name}")

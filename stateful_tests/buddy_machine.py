@@ -20,9 +20,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
-    invariant,
     multiple,
     precondition,
     rule,
@@ -36,8 +34,15 @@ from invariants.snapshot import BuddySnapshot, BuddyStep
 from refmodel.buddy import RefBuddy
 from specs.buddy import BuddyView, Capability, PageInfo, PageState
 from specs.gfp import GFP_HIGHUSER_MOVABLE, GfpFlag
-from specs.machine import MAX_ORDER, MachineConfig
+from specs.machine import MAX_ORDER
 from stateful_tests import strategies
+from stateful_tests.common import (
+    ConformanceMachine,
+    Handle,
+    MachineSpec,
+    identifier,
+    when_capable,
+)
 from stateful_tests.harness import (
     Guard,
     GuardedImpl,
@@ -47,7 +52,6 @@ from stateful_tests.harness import (
     want_int,
     want_pfn_or_none,
 )
-from stateful_tests.trace import Trace, set_current_trace
 
 MAX_SPLIT_ORDER = 4
 EXHAUST_LIMIT = 64
@@ -71,10 +75,9 @@ VIEW_CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 
 @attrs.define(eq=False)
-class Block:
+class Block(Handle):
     """A block the machine was handed; rules pick from these, the ledger says what is true."""
 
-    id: int
     pfn: int
     order: int
 
@@ -82,23 +85,7 @@ class Block:
         return f"b{self.id}"
 
 
-@attrs.frozen
-class MachineSpec:
-    """Everything that distinguishes one generated machine class from another."""
-
-    factory: Callable[[MachineConfig], Any]
-    impl_name: str
-    mode: str  # "lockstep" or "contract"
-    config: MachineConfig
-    enabled: frozenset[str]
-    sweep_every: int = 20
-    step_timeout: float | None = 10.0
-    #: When known in advance, rules needing a capability the implementation lacks are left
-    #: out of the machine (cheaper than a precondition evaluated before every step).
-    capabilities: frozenset[Capability] | None = None
-
-
-class BuddyMachineBase(RuleBasedStateMachine):
+class BuddyMachineBase(ConformanceMachine):
     """Shared machinery; :func:`make_buddy_machine` adds the rules."""
 
     spec: ClassVar[MachineSpec]
@@ -107,11 +94,8 @@ class BuddyMachineBase(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         spec = self.spec
-        self.trace = Trace(impl=spec.impl_name, mode=spec.mode, preset=spec.config.name)
-        set_current_trace(self.trace)
         self.ledger = Ledger()
         self.freed: list[Block] = []
-        self.next_block = 0
         self.steps = 0
         self.last_sweep = -spec.sweep_every
         self.sut = Guard.create(spec.factory, spec.config, spec.impl_name, spec.step_timeout,
@@ -223,7 +207,6 @@ class BuddyMachineBase(RuleBasedStateMachine):
         if sweep and len(snaps) == 2:
             self._compare_pages(snaps[1][1], snaps[0][1])
 
-    @invariant()
     def invariants_hold(self) -> None:
         """After every step; page-level checks every sweep_every steps."""
         sweep = self.steps - self.last_sweep >= self.spec.sweep_every
@@ -249,9 +232,7 @@ class BuddyMachineBase(RuleBasedStateMachine):
 
     def new_block(self, pfn: int, order: int) -> Block:
         """A handle for a block the machine now holds."""
-        block = Block(self.next_block, pfn, order)
-        self.next_block += 1
-        return block
+        return self.new_handle(Block, pfn=pfn, order=order)
 
     def do_alloc(self, gfp_mask: int, order: int, cpu: int) -> Any:
         """alloc_pages; the block joins the bundle when one comes back."""
@@ -417,11 +398,7 @@ def make_buddy_machine(spec: MachineSpec) -> type[BuddyMachineBase]:
     blocks = BuddyMachineBase.blocks
 
     def has(cap: Capability) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Keep a rule only for implementations with the capability."""
-        if spec.capabilities is not None:
-            keep = cap in spec.capabilities
-            return lambda fn: fn if keep else _disabled(fn)
-        return precondition(lambda self: cap in self.caps)
+        return when_capable(spec, cap)
 
     class BuddyMachine(BuddyMachineBase):
         @rule(target=blocks, gfp_mask=strategies.gfp_masks(), order=strategies.alloc_orders(),
@@ -491,17 +468,8 @@ def make_buddy_machine(spec: MachineSpec) -> type[BuddyMachineBase]:
 
     BuddyMachine.spec = spec
     BuddyMachine.__name__ = BuddyMachine.__qualname__ = (
-        f"Buddy{spec.mode.capitalize()}_{_identifier(spec.impl_name)}")
+        f"Buddy{spec.mode.capitalize()}_{identifier(spec.impl_name)}")
     return BuddyMachine
-
-
-def _disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A rule whose precondition is always false: Hypothesis never selects it."""
-    return precondition(lambda self: False)(fn)
-
-
-def _identifier(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
 __all__ = ["Block", "BuddyMachineBase", "MachineSpec", "PageInfo", "make_buddy_machine"]

@@ -5,33 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from invariants.registry import CheckFailure
-from stateful_tests.buddy_machine import Block, BuddyMachineBase
+from stateful_tests.common import ConformanceMachine
+from stateful_tests.trace import REF
 
 
-def replay_steps(machine_cls: type[BuddyMachineBase], steps: list[dict[str, Any]]) -> None:
+def _decode(machine: ConformanceMachine, value: Any) -> Any:
+    if isinstance(value, dict) and REF in value:
+        return machine.handles[value[REF]]
+    if isinstance(value, list):
+        return [_decode(machine, v) for v in value]
+    return value
+
+
+def replay_steps(machine_cls: type[ConformanceMachine], steps: list[dict[str, Any]]) -> None:
     """Run the steps on a fresh machine; raises the CheckFailure the run ends with, if any."""
     machine = machine_cls()
-    made: dict[int, Block] = {}
-    original_new_block = machine.new_block
-
-    def new_block(pfn: int, order: int) -> Block:
-        block = original_new_block(pfn, order)
-        made[block.id] = block
-        return block
-
-    machine.new_block = new_block  # type: ignore[method-assign]
     try:
         machine.invariants_hold()
         for step in steps:
-            args = {k: made[v["$block"]] if isinstance(v, dict) and "$block" in v else v
-                    for k, v in step["args"].items()}
+            args = {k: _decode(machine, v) for k, v in step["args"].items()}
             getattr(machine, "do_" + step["rule"])(**args)
             machine.invariants_hold()
     finally:
         machine.teardown()
 
 
-def still_fails(machine_cls: type[BuddyMachineBase], steps: list[dict[str, Any]],
+def still_fails(machine_cls: type[ConformanceMachine], steps: list[dict[str, Any]],
                 check_id: str) -> bool:
     """True when the steps still end in a failure of the same check."""
     try:
@@ -39,11 +38,11 @@ def still_fails(machine_cls: type[BuddyMachineBase], steps: list[dict[str, Any]]
     except CheckFailure as failure:
         return failure.check_id == check_id
     except (KeyError, IndexError, ZeroDivisionError):
-        return False  # a deleted step produced a block a later step needs
+        return False  # a deleted step produced a handle a later step needs
     return False
 
 
-def minimise(machine_cls: type[BuddyMachineBase], steps: list[dict[str, Any]],
+def minimise(machine_cls: type[ConformanceMachine], steps: list[dict[str, Any]],
              check_id: str) -> list[dict[str, Any]]:
     """Delete steps one at a time while the same check still fails.
 

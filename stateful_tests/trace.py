@@ -13,10 +13,13 @@ import attrs
 
 _CURRENT: list[Trace] = []
 
+#: How a handle (stateful_tests.common.Handle) is written in a trace: ``{"$ref": id}``.
+REF = "$ref"
+
 
 @attrs.define
 class Trace:
-    """Rule name and arguments of every step, with block handles as ``{"$block": id}``."""
+    """Rule name and arguments of every step, with handles written as ``{"$ref": id}``."""
 
     impl: str
     mode: str
@@ -25,7 +28,7 @@ class Trace:
 
     def rule(self, name: str, **args: Any) -> None:
         """Record a rule before it runs (so a failing step is the last one recorded)."""
-        self.steps.append({"rule": name, "args": {k: _encode(v) for k, v in args.items()}})
+        self.steps.append({"rule": name, "args": {k: encode(v) for k, v in args.items()}})
 
     def to_json(self) -> dict[str, Any]:
         """The trace as a JSON-able dict."""
@@ -33,10 +36,14 @@ class Trace:
                 "steps": self.steps}
 
 
-def _encode(value: Any) -> Any:
-    block_id = getattr(value, "id", None)
-    if block_id is not None and hasattr(value, "pfn"):
-        return {"$block": block_id}
+def encode(value: Any) -> Any:
+    """A handle becomes a reference by id; lists and tuples are encoded item by item."""
+    from stateful_tests.common import Handle  # noqa: PLC0415  (common imports this module)
+
+    if isinstance(value, Handle):
+        return {REF: value.id}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
     return value
 
 

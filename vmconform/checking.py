@@ -8,6 +8,7 @@ ID, which is what ``vmconform check`` tabulates.
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from pathlib import Path
@@ -19,13 +20,13 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
 from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, checks_for
-from specs.buddy import Capability
 from specs.machine import MachineConfig, preset
 from stateful_tests import profiles
-from stateful_tests.buddy_machine import BuddyMachineBase, MachineSpec, make_buddy_machine
+from stateful_tests.common import ConformanceMachine, MachineSpec
 from stateful_tests.harness import Guard, Journal
 from stateful_tests.profiles import run_machine
 from stateful_tests.replay import minimise
+from stateful_tests.suites import SUITES, dependency
 from stateful_tests.trace import current_trace
 from vmconform.registry import resolve
 
@@ -94,14 +95,36 @@ def check_titles(subsystem: str) -> dict[str, str]:
 
 def machine_class(impl_name: str, subsystem: str, mode: str, config: MachineConfig,
                   enabled: frozenset[str], step_timeout: float | None = 10.0,
-                  capabilities: frozenset[Capability] | None = None) -> type[BuddyMachineBase]:
+                  capabilities: frozenset[enum.Enum] | None = None,
+                  ) -> type[ConformanceMachine]:
     """The state machine for one implementation (raises LookupError for unknown names)."""
-    if subsystem != "buddy":
-        raise LookupError(f"no state machine for subsystem {subsystem!r} yet")
-    factory = resolve(impl_name).factories[subsystem]
-    return make_buddy_machine(MachineSpec(factory=factory, impl_name=impl_name, mode=mode,
-                                          config=config, enabled=enabled,
-                                          step_timeout=step_timeout, capabilities=capabilities))
+    suite = SUITES.get(subsystem)
+    if suite is None:
+        raise LookupError(f"no subsystem {subsystem!r}; have {', '.join(SUITES)}")
+    implementation = resolve(impl_name)
+    if subsystem not in implementation.factories:
+        raise LookupError(f"{impl_name} implements {', '.join(implementation.factories)}, "
+                          f"not {subsystem}")
+    return suite.make_machine(MachineSpec(
+        factory=implementation.factories[subsystem], impl_name=impl_name, mode=mode,
+        config=config, enabled=enabled, step_timeout=step_timeout, capabilities=capabilities,
+        factories=dict(implementation.factories)))
+
+
+def _capabilities(impl_name: str, subsystem: str, config: MachineConfig,
+                  step_timeout: float | None) -> Any:
+    """Boot once, guarded, to learn the capabilities (a factory that fails is reported)."""
+    implementation = resolve(impl_name)
+    if subsystem not in implementation.factories:
+        raise LookupError(f"{impl_name} implements {', '.join(implementation.factories)}, "
+                          f"not {subsystem}")
+    factory = implementation.factories[subsystem]
+    spec = MachineSpec(factory=factory, impl_name=impl_name, mode="contract", config=config,
+                       enabled=frozenset(), factories=dict(implementation.factories))
+    deps = [dependency(spec, name) for name in SUITES[subsystem].depends]
+    guard = Guard.create(lambda c: factory(c, *deps), config, impl_name, step_timeout,
+                         Journal(None))
+    return getattr(guard.impl, "capabilities", None)
 
 
 def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
@@ -128,11 +151,9 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
                          seed=seed, examples=settings.max_examples, results=ordered,
                          elapsed=time.monotonic() - started)
 
-    # Boot once, guarded, to learn the capabilities (and to report a factory that fails).
     try:
-        factory = resolve(impl_name).factories[subsystem]
-        caps = getattr(Guard.create(factory, config, impl_name, step_timeout,
-                                    Journal(None)).impl, "capabilities", None)
+        capability_type = SUITES[subsystem].capability_type() if subsystem in SUITES else None
+        caps = _capabilities(impl_name, subsystem, config, step_timeout)
     except CheckFailure as failure:
         results[PLUGIN] = CheckResult(PLUGIN, titles[PLUGIN], FAIL,
                                       failure=Failure(PLUGIN, failure.message, []))
@@ -157,8 +178,8 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
         results[LOCKSTEP] = CheckResult(LOCKSTEP, titles[LOCKSTEP], SKIP, "contract mode")
 
     while True:
-        known = caps if isinstance(caps, frozenset) and all(
-            isinstance(c, Capability) for c in caps) else None
+        known = caps if capability_type is not None and isinstance(caps, frozenset) and all(
+            isinstance(c, capability_type) for c in caps) else None
         machine = machine_class(impl_name, subsystem, mode, config, frozenset(enabled),
                                 step_timeout, known)
         hypothesis_seed(seed)(machine)

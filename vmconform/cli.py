@@ -18,8 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from invariants.registry import checks_for
-from specs.buddy import Capability
 from specs.machine import PRESETS, derive_zones
+from stateful_tests.suites import SUITES
 from vmconform import registry
 from vmconform.checking import FAIL, MODES, PASS, SKIP, RunReport
 from vmconform.report import render_failures, render_table
@@ -36,15 +36,17 @@ def main() -> None:
 
 
 def _modes_for(impl: str, subsystem: str, mode: str) -> list[str]:
-    """'auto': lockstep for implementations that claim 4.6's exact placement, else contract."""
+    """'auto': lockstep for implementations that claim 4.6's exact choices (the subsystem's
+    EXACT_PLACEMENT capability, where its Capability enum has one), else contract."""
     if mode != "auto":
         return list(MODES) if mode == "both" else [mode]
     try:
         factory = registry.resolve(impl).factories[subsystem]
         caps = getattr(factory, "capabilities", None)
+        exact = getattr(SUITES[subsystem].capability_type(), "EXACT_PLACEMENT", None)
         if caps is None and impl in registry.BUILTINS:
             return ["lockstep"]
-        if caps is not None and Capability.EXACT_PLACEMENT not in caps:
+        if caps is not None and exact is not None and exact not in caps:
             return ["contract"]
     except (LookupError, ImportError):
         pass  # the worker reports the lookup failure as a PLUGIN failure
@@ -116,7 +118,7 @@ def parse_duration(text: str) -> float:
 
 
 @main.command()
-@click.argument("subsystem", default="buddy")
+@click.argument("subsystem", default="buddy", type=click.Choice(registry.SUBSYSTEMS))
 @click.option("--impl", default="fastmodel", show_default=True)
 @click.option("--mode", type=click.Choice(["auto", *MODES]), default="auto", show_default=True)
 @click.option("--time", "budget", default="10m", show_default=True,
@@ -197,15 +199,18 @@ def list_(what: str) -> None:
             table.add_row(name, "built-in: " + impl.description, ", ".join(impl.factories))
         for name, target in registry.registered().items():
             table.add_row(name, f"entry point: {target}", "")
-        table.add_row("module:factory", "any importable factory", "buddy")
+        table.add_row("module:factory", "any importable factory",
+                      "its `subsystem` attribute (default buddy)")
         console.print(table)
     if what in ("all", "subsystems"):
         table = Table(title="subsystems")
         table.add_column("subsystem")
         table.add_column("checks")
         table.add_column("spec")
+        table.add_column("what")
         for subsystem in registry.SUBSYSTEMS:
-            table.add_row(subsystem, str(len(checks_for(subsystem))), f"specs/{subsystem}.md")
+            table.add_row(subsystem, str(len(checks_for(subsystem))), f"specs/{subsystem}.md",
+                          SUITES[subsystem].description)
         console.print(table)
     if what in ("all", "invariants"):
         table = Table(title="checks")

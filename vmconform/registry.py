@@ -3,7 +3,8 @@
 An implementation is named in one of three ways: a built-in (``refmodel``, ``fastmodel``), a
 name registered by an installed package under the ``vmconform.implementations`` entry-point
 group, or a ``module:attribute`` path.  The object found is either an :class:`Implementation`
-(factories per subsystem) or a single factory, which is taken to implement ``buddy``.
+(factories per subsystem) or a single factory, which implements the subsystem its
+``subsystem`` attribute names (``buddy`` when it has none).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import Any
 
 import attrs
 
+from stateful_tests.suites import SUITES, available_suites
+
 ENTRY_POINT_GROUP = "vmconform.implementations"
-SUBSYSTEMS = ("buddy",)
+#: The subsystems with a working state machine and both bundled models, in spec order.
+SUBSYSTEMS: tuple[str, ...] = tuple(available_suites())
 
 
 @attrs.frozen
@@ -31,16 +35,18 @@ class Implementation:
 
 
 def _lazy(path: str) -> Callable[..., Any]:
-    def factory(config: Any) -> Any:
-        return load_object(path)(config)
+    def factory(*args: Any) -> Any:
+        return load_object(path)(*args)
     factory.__qualname__ = factory.__name__ = path
     return factory
 
 
 BUILTINS: dict[str, Implementation] = {
-    "refmodel": Implementation("refmodel", {"buddy": _lazy("refmodel.buddy:RefBuddy")},
+    "refmodel": Implementation("refmodel", {name: _lazy(SUITES[name].reference)
+                                            for name in SUBSYSTEMS},
                                "the reference model: simple, obviously correct, slow"),
-    "fastmodel": Implementation("fastmodel", {"buddy": _lazy("fastmodel.buddy:FastBuddy")},
+    "fastmodel": Implementation("fastmodel", {name: _lazy(SUITES[name].fast)
+                                              for name in SUBSYSTEMS},
                                 "the numpy-backed implementation (the default under test)"),
 }
 
@@ -62,7 +68,10 @@ def _as_implementation(name: str, obj: Any) -> Implementation:
     if isinstance(obj, Implementation):
         return obj
     if callable(obj):
-        return Implementation(name, {"buddy": obj}, getattr(obj, "__doc__", "") or "")
+        subsystem = getattr(obj, "subsystem", "buddy")
+        if not isinstance(subsystem, str):
+            subsystem = "buddy"
+        return Implementation(name, {subsystem: obj}, getattr(obj, "__doc__", "") or "")
     raise UnknownImplementation(f"{name} names {obj!r}, which is neither an Implementation "
                                 f"nor a factory")
 

@@ -1,0 +1,92 @@
+"""The subsystems the suite knows, and where each one's pieces live.
+
+Everything is named by ``module:attribute`` and imported on first use, so a subsystem whose
+machine is not written yet (or whose module fails to import) is reported as unavailable
+instead of breaking every other subsystem.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from stateful_tests.common import ConformanceMachine, MachineSpec
+
+
+def load(path: str) -> Any:
+    """``package.module:attr`` -> the object."""
+    module_name, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+@attrs.frozen
+class Suite:
+    """One subsystem: its state machine, its capability enum, and the two bundled models."""
+
+    name: str
+    machine: str
+    capabilities: str
+    reference: str
+    fast: str
+    #: subsystems whose implementation this one is built on (passed to its factory)
+    depends: tuple[str, ...] = ()
+    description: str = ""
+
+    def make_machine(self, spec: MachineSpec) -> type[ConformanceMachine]:
+        """The machine class for one implementation, mode and configuration."""
+        make: Callable[[MachineSpec], type[ConformanceMachine]] = load(self.machine)
+        return make(spec)
+
+    def capability_type(self) -> type[enum.Enum]:
+        """The subsystem's Capability enum."""
+        found: type[enum.Enum] = load(self.capabilities)
+        return found
+
+    def available(self) -> bool:
+        """True when the machine and both bundled models import."""
+        try:
+            for path in (self.machine, self.capabilities, self.reference, self.fast):
+                load(path)
+        except (ImportError, AttributeError):
+            return False
+        return True
+
+
+SUITES: dict[str, Suite] = {suite.name: suite for suite in (
+    Suite("buddy", "stateful_tests.buddy_machine:make_buddy_machine",
+          "specs.buddy:Capability", "refmodel.buddy:RefBuddy", "fastmodel.buddy:FastBuddy",
+          description="physical pages: zones, free areas, pcp lists, struct page"),
+    Suite("pagetable", "stateful_tests.pagetable_machine:make_pagetable_machine",
+          "specs.pagetable:Capability", "refmodel.pagetable:RefPageTables",
+          "fastmodel.pagetable:FastPageTables", depends=("buddy",),
+          description="x86-64 4-level page tables and their entries"),
+    Suite("tlb", "stateful_tests.tlb_machine:make_tlb_machine", "specs.tlb:Capability",
+          "refmodel.tlb:RefTlb", "fastmodel.tlb:FastTlb",
+          description="per-CPU TLBs, context switches and flushes"),
+    Suite("vma", "stateful_tests.vma_machine:make_vma_machine", "specs.vma:Capability",
+          "refmodel.vma:RefAddressSpace", "fastmodel.vma:FastAddressSpace",
+          description="the address space: VMAs, mmap, munmap, mprotect, mremap, brk"),
+    Suite("slub", "stateful_tests.slub_machine:make_slub_machine", "specs.slub:Capability",
+          "refmodel.slub:RefSlub", "fastmodel.slub:FastSlub", depends=("buddy",),
+          description="SLUB caches and kmalloc"),
+)}
+
+
+def available_suites() -> dict[str, Suite]:
+    """The suites whose pieces all import, in declaration order."""
+    return {name: suite for name, suite in SUITES.items() if suite.available()}
+
+
+def dependency(spec: MachineSpec, subsystem: str) -> Any:
+    """A fresh instance of the subsystem another one is built on (page tables and slabs take
+    their pages from a page allocator): the implementation's own when it has one, refmodel's
+    otherwise.  The dependency is not under test here; its own suite checks it."""
+    factory = spec.factories.get(subsystem) or load(SUITES[subsystem].reference)
+    return factory(spec.config)
