@@ -35,9 +35,11 @@ class Suite:
     capabilities: str
     reference: str
     fast: str
-    #: subsystems whose implementation this one is built on (passed to its factory)
-    depends: tuple[str, ...] = ()
     description: str = ""
+    #: ``module:function(spec) -> tuple``: what the factory takes after the config when it
+    #: is booted outside its machine (to read its capabilities): the page allocator for page
+    #: tables and slabs, an empty translation source for a TLB.
+    boot_args: str = ""
 
     def make_machine(self, spec: MachineSpec) -> type[ConformanceMachine]:
         """The machine class for one implementation, mode and configuration."""
@@ -48,6 +50,13 @@ class Suite:
         """The subsystem's Capability enum."""
         found: type[enum.Enum] = load(self.capabilities)
         return found
+
+    def extra_args(self, spec: MachineSpec) -> tuple[Any, ...]:
+        """The factory's arguments after the config, for a boot outside the machine."""
+        if not self.boot_args:
+            return ()
+        make: Callable[[MachineSpec], tuple[Any, ...]] = load(self.boot_args)
+        return make(spec)
 
     def available(self) -> bool:
         """True when the machine and both bundled models import."""
@@ -65,16 +74,19 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           description="physical pages: zones, free areas, pcp lists, struct page"),
     Suite("pagetable", "stateful_tests.pagetable_machine:make_pagetable_machine",
           "specs.pagetable:Capability", "refmodel.pagetable:RefPageTables",
-          "fastmodel.pagetable:FastPageTables", depends=("buddy",),
+          "fastmodel.pagetable:FastPageTables",
+          boot_args="stateful_tests.suites:page_allocator_args",
           description="x86-64 4-level page tables and their entries"),
     Suite("tlb", "stateful_tests.tlb_machine:make_tlb_machine", "specs.tlb:Capability",
           "refmodel.tlb:RefTlb", "fastmodel.tlb:FastTlb",
-          description="per-CPU TLBs, context switches and flushes"),
+          description="per-CPU TLBs, context switches and flushes",
+          boot_args="stateful_tests.suites:empty_tables_args"),
     Suite("vma", "stateful_tests.vma_machine:make_vma_machine", "specs.vma:Capability",
           "refmodel.vma:RefAddressSpace", "fastmodel.vma:FastAddressSpace",
           description="the address space: VMAs, mmap, munmap, mprotect, mremap, brk"),
     Suite("slub", "stateful_tests.slub_machine:make_slub_machine", "specs.slub:Capability",
-          "refmodel.slub:RefSlub", "fastmodel.slub:FastSlub", depends=("buddy",),
+          "refmodel.slub:RefSlub", "fastmodel.slub:FastSlub",
+          boot_args="stateful_tests.suites:page_allocator_args",
           description="SLUB caches and kmalloc"),
 )}
 
@@ -90,3 +102,13 @@ def dependency(spec: MachineSpec, subsystem: str) -> Any:
     otherwise.  The dependency is not under test here; its own suite checks it."""
     factory = spec.factories.get(subsystem) or load(SUITES[subsystem].reference)
     return factory(spec.config)
+
+
+def page_allocator_args(spec: MachineSpec) -> tuple[Any, ...]:
+    """Page tables and slabs are built on a page allocator."""
+    return (dependency(spec, "buddy"),)
+
+
+def empty_tables_args(spec: MachineSpec) -> tuple[Any, ...]:
+    """A TLB is built on a translation source; for a boot, one with nothing mapped."""
+    return (load("specs.tlb:NoTables")(),)

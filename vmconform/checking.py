@@ -26,7 +26,7 @@ from stateful_tests.common import ConformanceMachine, MachineSpec
 from stateful_tests.harness import Guard, Journal
 from stateful_tests.profiles import run_machine
 from stateful_tests.replay import minimise
-from stateful_tests.suites import SUITES, dependency
+from stateful_tests.suites import SUITES
 from stateful_tests.trace import current_trace
 from vmconform.registry import resolve
 
@@ -121,7 +121,7 @@ def _capabilities(impl_name: str, subsystem: str, config: MachineConfig,
     factory = implementation.factories[subsystem]
     spec = MachineSpec(factory=factory, impl_name=impl_name, mode="contract", config=config,
                        enabled=frozenset(), factories=dict(implementation.factories))
-    deps = [dependency(spec, name) for name in SUITES[subsystem].depends]
+    deps = SUITES[subsystem].extra_args(spec)
     guard = Guard.create(lambda c: factory(c, *deps), config, impl_name, step_timeout,
                          Journal(None))
     return getattr(guard.impl, "capabilities", None)
