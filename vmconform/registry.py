@@ -46,7 +46,8 @@ BUILTINS: dict[str, Implementation] = {
                                             for name in SUBSYSTEMS},
                                "the reference model: simple, obviously correct, slow"),
     "fastmodel": Implementation("fastmodel", {name: _lazy(SUITES[name].fast)
-                                              for name in SUBSYSTEMS},
+                                              for name in SUBSYSTEMS
+                                              if SUITES[name].fast_available()},
                                 "the numpy-backed implementation (the default under test)"),
 }
 
