@@ -131,8 +131,14 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
               preset_name: str = "tiny", seed: int = 0, examples: int | None = None,
               profile: str = "ci", reproducer_dir: Path | None = None,
               step_timeout: float | None = 10.0, shrink_more: bool = True,
+              shrink: bool = True, keep_going: bool = True,
               only: frozenset[str] | None = None) -> RunReport:
-    """Check one implementation of one subsystem; never raises for a misbehaving plug-in."""
+    """Check one implementation of one subsystem; never raises for a misbehaving plug-in.
+
+    ``shrink=False`` skips Hypothesis' shrinking and ``keep_going=False`` stops at the first
+    failed check instead of rerunning without it: the mutant tests only need to know that the
+    right check fires, and shrinking is most of the cost of a failing run.
+    """
     started = time.monotonic()
     config = preset(preset_name)
     titles = check_titles(subsystem)
@@ -140,7 +146,8 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
     # The explain phase annotates Hypothesis' own report, which run_check never shows; it
     # would triple the cost of every failing run.
     settings = profiles.profile(profile, verbosity=Verbosity.quiet,
-                                phases=[p for p in base.phases if p is not Phase.explain],
+                                phases=[p for p in base.phases if p is not Phase.explain
+                                        and (shrink or p is not Phase.shrink)],
                                 **({"max_examples": examples} if examples else {}))
     results: dict[str, CheckResult] = {}
 
@@ -198,7 +205,7 @@ def run_check(impl_name: str, subsystem: str = "buddy", mode: str = "lockstep",
                     frozenset(enabled))))
             results[failed_id] = CheckResult(failed_id, titles[failed_id], FAIL, failure=found)
             enabled.discard(failed_id)
-            if failed_id == PLUGIN:
+            if failed_id == PLUGIN or not keep_going:
                 break  # the plug-in cannot be driven further: the rest stays "not run"
             continue
         except Exception as exc:
