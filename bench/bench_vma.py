@@ -11,7 +11,10 @@ placement finds room at once.  Then, timed, with the VMA count returning to N af
 * ``mmap+munmap``: a non-fixed one-page mapping (top-down, below mmap_base), then its munmap;
 * ``munmap+mmap``: unmap one page of the packed region, then map it back with MAP_FIXED;
 * ``mprotect x2``: change one page's protection (it merges with both neighbours: case 6),
-  then change it back (two splits).
+  then change it back (two splits);
+* ``packed mmap+munmap``: the same non-fixed pair after the N VMAs have been packed right
+  below mmap_base instead, so that top-down placement must pass all of them: the case 4.6's
+  augmented rbtree (rb_subtree_gap) exists for.
 
     python bench/bench_vma.py                       # refmodel vs fastmodel, 1,000 and 60,000
     python bench/bench_vma.py --vmas 1000 --pairs 2000
@@ -33,7 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from specs.machine import PAGE_SIZE, preset  # noqa: E402
-from specs.vma import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE  # noqa: E402
+from specs.vma import (  # noqa: E402
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    PROT_READ,
+    PROT_WRITE,
+    process_config,
+)
 
 REGION = 0x1000_0000_0000
 RW, R = PROT_READ | PROT_WRITE, PROT_READ
@@ -51,10 +61,12 @@ def prot_of(i: int) -> int:
     return RW if i % 2 else R
 
 
-def build(factory: Callable[..., Any], vmas: int) -> Any:
-    space = factory(preset("small"))
+def build(factory: Callable[..., Any], vmas: int, packed: bool = False) -> Any:
+    config = preset("small")
+    space = factory(config)
+    base = process_config(config).mmap_base - vmas * PAGE_SIZE if packed else REGION
     for i in range(vmas):
-        assert space.mmap(REGION + i * PAGE_SIZE, PAGE_SIZE, prot_of(i), FIXED) > 0
+        assert space.mmap(base + i * PAGE_SIZE, PAGE_SIZE, prot_of(i), FIXED) > 0
     assert space.view().map_count == vmas + 1  # and the exec stack
     return space
 
@@ -77,7 +89,10 @@ def mprotect_twice(space: Any, i: int) -> None:
 
 
 OPS: dict[str, Callable[[Any, int], None]] = {
-    "mmap+munmap": mmap_munmap, "munmap+mmap": munmap_mmap, "mprotect x2": mprotect_twice}
+    "mmap+munmap": mmap_munmap, "munmap+mmap": munmap_mmap, "mprotect x2": mprotect_twice,
+    "packed mmap+munmap": mmap_munmap}
+#: how many pairs of the packed case run, at most (refmodel walks every VMA per call)
+PACKED_PAIRS = 200
 
 
 def measure(factory: Callable[..., Any], vmas: int, pairs: int, seed: int) -> dict[str, float]:
@@ -85,12 +100,15 @@ def measure(factory: Callable[..., Any], vmas: int, pairs: int, seed: int) -> di
     space = build(factory, vmas)
     rates = {}
     for name, op in OPS.items():
+        if name.startswith("packed"):
+            space = build(factory, vmas, packed=True)
         rng = random.Random(seed)
-        pages = [rng.randrange(1, vmas - 1) for _ in range(pairs)]
+        count = min(pairs, PACKED_PAIRS) if name.startswith("packed") else pairs
+        pages = [rng.randrange(1, vmas - 1) for _ in range(count)]
         started = time.perf_counter()
         for i in pages:
             op(space, i)
-        rates[name] = pairs / (time.perf_counter() - started)
+        rates[name] = count / (time.perf_counter() - started)
         assert space.view().map_count == vmas + 1
     return rates
 
@@ -104,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     impls = args.impl or list(DEFAULT_IMPLS)
     counts = args.vmas or [1000, 60000]
-    print(f"{'VMAs':>7} {'operation':<12} " + " ".join(f"{p.split(':')[1]:>22}" for p in impls)
+    print(f"{'VMAs':>7} {'operation':<20} " + " ".join(f"{p.split(':')[1]:>22}" for p in impls)
           + "   ratio")
     for vmas in counts:
         results = []
@@ -119,7 +137,7 @@ def main() -> None:
             cells = " ".join(f"{rate:>16,.0f} pairs/s" for rate in rates)
             base = rates[0]
             ratios = " ".join(f"{rate / base:.1f}x" for rate in rates[1:] if base)
-            print(f"{vmas:>7} {name:<12} {cells}   {ratios}")
+            print(f"{vmas:>7} {name:<20} {cells}   {ratios}")
 
 
 if __name__ == "__main__":
