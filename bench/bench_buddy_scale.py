@@ -25,7 +25,6 @@ import gc
 import importlib
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -45,9 +44,9 @@ from specs import gfp  # noqa: E402
 from specs.buddy import PageState  # noqa: E402
 from specs.machine import MachineConfig, x86_64  # noqa: E402
 
-try:  # the invariant registry (written beside this bench); without it the hook falls back
+try:  # the invariant registry; without it the hook only takes the snapshots
     import invariants
-    from invariants.ledger import Held, Ledger
+    from invariants.ledger import Ledger
     from invariants.snapshot import BuddySnapshot
 except ImportError:
     invariants = None  # type: ignore[assignment]
@@ -71,13 +70,15 @@ DRAIN_SHARE = 0.001  # drain_pages on a random CPU
 TAIL_PUT_SHARE = 0.3  # a compound page is released by put_page on one of its pages
 
 
-def _cumulative(pairs: tuple[tuple[int, int], ...]) -> tuple[list[int], list[int]]:
-    values, weights, total = [], [], 0
-    for value, weight in pairs:
-        total += weight
-        values.append(value)
-        weights.append(total)
-    return values, weights
+#: operations whose random numbers are drawn at once
+RANDOM_BLOCK = 10_000
+
+
+def _distribution(pairs: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, probabilities) for numpy's Generator.choice."""
+    values = np.array([value for value, _ in pairs], dtype=np.int64)
+    weights = np.array([weight for _, weight in pairs], dtype=np.float64)
+    return values, weights / weights.sum()
 
 
 def machine(nr_pages: int, nr_cpus: int) -> MachineConfig:
@@ -90,75 +91,58 @@ def machine(nr_pages: int, nr_cpus: int) -> MachineConfig:
 # -- the invariant hook ---------------------------------------------------------------------
 
 
-def run_checkers(impl: Any, held: dict[int, tuple[int, bool]] | None = None) -> dict[str, Any]:
+def run_checkers(impl: Any, held: array.array[int] | None = None) -> dict[str, Any]:
     """Run every invariant checker on impl's current state.
 
-    Uses the registry in ``invariants/`` when it is importable: ``invariants.run_all(snapshot)``
-    if that exists, otherwise every registered buddy state invariant from
-    ``invariants.checks_for('buddy')`` that the implementation's capabilities allow, on one
-    ``BuddySnapshot``.  Without the registry it does what the checkers would: take ``view()``
-    and ``page_state()`` and turn every page array into a numpy array.  ``held`` (head pfn ->
-    (order, compound)) becomes the caller's ledger for the checkers that need one.
+    Uses the registry in ``invariants/``: every registered buddy state invariant that the
+    implementation's capabilities allow, on one ``BuddySnapshot``.  Without the registry it
+    takes ``view()`` and ``page_state()`` and reads every page field through numpy.  ``held``
+    (the stream's packed record of held blocks, see :func:`worker`) becomes the caller's
+    ledger for the checkers that need one, built from arrays as a caller holding this many
+    blocks would.
 
-    Returns seconds spent taking the snapshot (view, page_state, numpy conversion: the part
-    that depends on the implementation), seconds in the checkers proper, the number of checks
-    run and the problems they reported.
+    Returns seconds spent taking the snapshot (``view()`` and ``page_state()``: the part that
+    only the implementation does), seconds in the checkers proper (their own work, the same
+    code for both, including reading page_state fields, which costs what the
+    implementation's fields cost to read), the number of checks run and the problems they
+    reported.
     """
     start = time.perf_counter()
     view = impl.view()
-    if invariants is None:
-        pages = impl.page_state()
-        arrays = [np.asarray(getattr(pages, field.name)) for field in attrs.fields(PageState)]
-        del arrays
-        return {"snapshot_s": time.perf_counter() - start, "checkers_s": 0.0, "checks": 0,
-                "problems": []}
-    ledger = _ledger(held)
-    snap = BuddySnapshot(impl=impl, view=view, ledger=ledger)
-    pages = snap.pages
-    array = getattr(snap, "array", None)
-    for field in ("refcount", "mapcount", "private", "flags", "compound_head",
-                  "pageblock_migratetype"):
-        if array is not None:
-            array(field)
-        else:
-            np.asarray(getattr(pages, field))
+    pages = impl.page_state()
     snapshot_s = time.perf_counter() - start
     start = time.perf_counter()
+    if invariants is None:
+        for field in attrs.fields(PageState):
+            np.asarray(getattr(pages, field.name))
+        return {"snapshot_s": snapshot_s, "checkers_s": time.perf_counter() - start,
+                "checks": 0, "problems": []}
+    snap = BuddySnapshot(impl=impl, view=view, ledger=_ledger(held))
+    snap.pages = pages  # the cached property, already taken
     problems: list[str] = []
     checks = 0
-    if hasattr(invariants, "run_all"):
-        result = invariants.run_all(snap)
-        checks = len(result) if hasattr(result, "__len__") else 1
-        if isinstance(result, dict):
-            problems = [f"{key}: {p}" for key, found in result.items() for p in found]
-        else:
-            problems = [str(p) for p in result or ()]
-    else:
-        for check in _state_checks(invariants):
-            if not check.applies_to(impl.capabilities):
-                continue
-            if check.needs_ledger and ledger is None:
-                continue
-            checks += 1
-            problems += [f"{check.id}: {problem}" for problem in check.fn(snap)]
+    for check in _state_checks(invariants):
+        if not check.applies_to(impl.capabilities):
+            continue
+        if check.needs_ledger and snap.ledger is None:
+            continue
+        checks += 1
+        problems += [f"{check.id}: {problem}" for problem in check.fn(snap)]
     return {"snapshot_s": snapshot_s, "checkers_s": time.perf_counter() - start,
             "checks": checks, "problems": problems}
 
 
-def _ledger(held: dict[int, tuple[int, bool]] | None) -> Any:
+def _ledger(held: array.array[int] | None) -> Any:
+    """The ledger of the packed held blocks (pfn << 5 | order << 1 | compound)."""
     if held is None or invariants is None:
         return None
-    return Ledger({pfn: Held(order=order, refs=1, compound=compound)
-                   for pfn, (order, compound) in held.items()})
+    packed = np.frombuffer(held, dtype=np.int64) if len(held) else np.zeros(0, np.int64)
+    return Ledger.from_arrays(packed >> 5, packed >> 1 & 15, (packed & 1).astype(bool))
 
 
 def _state_checks(invariants: Any) -> list[Any]:
     """Every registered buddy state invariant (step rules judge single operations instead)."""
-    try:
-        checks = invariants.checks_for("buddy")
-    except ImportError:  # a checker module not written yet: use whatever registered
-        importlib.import_module("invariants.buddy")
-        checks = [c for c in invariants.REGISTRY.values() if c.subsystem == "buddy"]
+    checks = invariants.checks_for("buddy")
     return [c for c in checks if getattr(c.kind, "value", c.kind) == "state"]
 
 
@@ -183,19 +167,20 @@ def worker(impl_name: str, nr_pages: int, nr_cpus: int, ops: int, seed: int,
     factory = getattr(importlib.import_module(module_name), class_name)
     if invariants is not None:  # the checkers' imports belong to the baseline
         _state_checks(invariants)
+    # So do numpy's random module (loaded on first use) and the stream's generator.
+    rng = np.random.default_rng(seed)
     gc.collect()
     base_rss, base_peak = rss_now(), peak_rss()
 
     config = machine(nr_pages, nr_cpus)
+    cpu_start = time.process_time()
     start = time.perf_counter()
     impl = factory(config)
     setup_s = time.perf_counter() - start
     setup_rss = rss_now() - base_rss
 
-    rng = random.Random(seed)
-    orders, order_cum = _cumulative(ORDER_WEIGHTS)
-    masks, mask_cum = _cumulative(MASK_WEIGHTS)
-    choices = rng.choices
+    orders, order_p = _distribution(ORDER_WEIGHTS)
+    masks, mask_p = _distribution(MASK_WEIGHTS)
     # Held blocks packed as pfn << 5 | order << 1 | compound, 8 bytes each, so the stream's own
     # bookkeeping hardly shows in either implementation's memory.
     held = array.array("q")
@@ -208,67 +193,77 @@ def worker(impl_name: str, nr_pages: int, nr_cpus: int, ops: int, seed: int,
     check_s = snapshot_s = 0.0
     checks = check_runs = 0
     problems: list[str] = []
+    comp, transhuge = gfp.__GFP_COMP, gfp.GFP_TRANSHUGE
 
     start = time.perf_counter()
-    for step in range(1, ops + 1):
-        roll = rng.random()
-        cpu = rng.randrange(nr_cpus)
-        if roll < DRAIN_SHARE:
-            began = clock()
-            result = impl.drain_pages(cpu)
-            call_ns += clock() - began
-        elif not held or roll < (0.7 if held_pages < target else 0.3):
-            order = choices(orders, cum_weights=order_cum)[0]
-            if order == 9 and rng.random() < 0.3:
-                mask = gfp.GFP_TRANSHUGE
-            else:
-                mask = choices(masks, cum_weights=mask_cum)[0]
-                if 1 <= order <= 3 and rng.random() < 0.5:
-                    mask |= gfp.__GFP_COMP
-            began = clock()
-            result = impl.alloc_pages(mask, order, cpu)
-            call_ns += clock() - began
-            if result is None:
-                failed += 1
-                result = -1
-            else:
-                held.append(result << 5 | order << 1 | bool(order and mask & gfp.__GFP_COMP))
-                held_pages += 1 << order
-        else:
-            index = rng.randrange(len(held))
-            packed = held[index]
-            held[index] = held[-1]
-            held.pop()
-            pfn, order, compound = packed >> 5, packed >> 1 & 15, bool(packed & 1)
-            held_pages -= 1 << order
-            if (compound or not order) and rng.random() < TAIL_PUT_SHARE:
-                page = pfn + rng.randrange(1 << order)
+    step = 0
+    while step < ops:
+        # The stream's random numbers, drawn a block at a time: per operation a roll (which
+        # operation), a CPU, an order and a mask for allocations, and two uniforms (which held
+        # block to free and whether through put_page on one of its pages; THP and compound
+        # masks for allocations).
+        count = min(RANDOM_BLOCK, ops - step)
+        draws = zip(rng.random(count).tolist(), rng.integers(0, nr_cpus, count).tolist(),
+                    rng.choice(orders, count, p=order_p).tolist(),
+                    rng.choice(masks, count, p=mask_p).tolist(), rng.random(count).tolist(),
+                    rng.random(count).tolist(), strict=True)
+        for roll, cpu, new_order, new_mask, first, second in draws:
+            step += 1
+            if roll < DRAIN_SHARE:
                 began = clock()
-                result = impl.put_page(page, cpu)
-            else:
+                result = impl.drain_pages(cpu)
+                call_ns += clock() - began
+            elif not held or roll < (0.7 if held_pages < target else 0.3):
+                order, mask = new_order, new_mask
+                if order == 9 and first < 0.3:
+                    mask = transhuge
+                elif 1 <= order <= 3 and first < 0.5:
+                    mask |= comp
                 began = clock()
-                result = impl.free_pages(pfn, order, cpu)
-            call_ns += clock() - began
-            if result != 0:
-                problems.append(f"op {step}: release of held block {pfn}/{order} -> {result}")
-        digest = (digest * 1_000_003 + result + 7) & MASK64
-        if check_every and step % check_every == 0:
-            began_check = time.perf_counter()
-            found = run_checkers(impl, {packed >> 5: (packed >> 1 & 15, bool(packed & 1))
-                                        for packed in held})
-            check_s += time.perf_counter() - began_check
-            snapshot_s += found["snapshot_s"]
-            checks += found["checks"]
-            check_runs += 1
-            problems += found["problems"][:5]
+                result = impl.alloc_pages(mask, order, cpu)
+                call_ns += clock() - began
+                if result is None:
+                    failed += 1
+                    result = -1
+                else:
+                    held.append(result << 5 | order << 1 | bool(order and mask & comp))
+                    held_pages += 1 << order
+            else:
+                index = int(first * len(held))
+                packed = held[index]
+                held[index] = held[-1]
+                held.pop()
+                pfn, order, compound = packed >> 5, packed >> 1 & 15, packed & 1
+                held_pages -= 1 << order
+                if (compound or not order) and second < TAIL_PUT_SHARE:
+                    page = pfn + int(second / TAIL_PUT_SHARE * (1 << order))
+                    began = clock()
+                    result = impl.put_page(page, cpu)
+                else:
+                    began = clock()
+                    result = impl.free_pages(pfn, order, cpu)
+                call_ns += clock() - began
+                if result != 0:
+                    problems.append(f"op {step}: release of held block {pfn}/{order} -> "
+                                    f"{result}")
+            digest = (digest * 1_000_003 + result + 7) & MASK64
+            if check_every and step % check_every == 0:
+                began_check = time.perf_counter()
+                found = run_checkers(impl, held)
+                check_s += time.perf_counter() - began_check
+                snapshot_s += found["snapshot_s"]
+                checks += found["checks"]
+                check_runs += 1
+                problems += found["problems"][:5]
     loop_s = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu_start
     ops_s = loop_s - check_s
     gc.collect()
     return {
         "impl": impl_name, "nr_pages": nr_pages, "ops": ops, "setup_s": setup_s,
         "ops_s": ops_s, "us_per_op": call_ns / ops / 1e3 if ops else 0.0, "check_s": check_s,
         "snapshot_s": snapshot_s, "check_runs": check_runs, "checks": checks,
-        "total_s": setup_s + loop_s, "peak_mb": (peak_rss() - base_peak) / 2**20,
+        "total_s": setup_s + loop_s, "cpu_s": cpu_s, "peak_mb": (peak_rss() - base_peak) / 2**20,
         "setup_mb": setup_rss / 2**20, "end_mb": (rss_now() - base_rss) / 2**20,
         "failed_allocs": failed, "held_blocks": len(held), "held_pages": held_pages,
         "digest": f"{digest:016x}", "problems": problems[:20],
@@ -374,9 +369,10 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> boo
             ok &= same
     console.print(table)
     console.print("us/op: time inside the allocator's calls; check: all invariant checks, in "
-                  "brackets view + page_state + numpy conversion (the rest is the checkers' own "
-                  "work, the same for both); peak MB: ru_maxrss over the post-import baseline, "
-                  "checks included; model MB: the same stream without checks.")
+                  "brackets view() + page_state() (the rest is the checkers, the same code "
+                  "for both, reading each implementation's page fields); peak MB: ru_maxrss "
+                  "over the post-import baseline, checks included; model MB: the same stream "
+                  "without checks; CPU time: process time of setup and loop.")
     for result in results:
         for problem in result["problems"]:
             console.print(f"[red]{result['impl']} at {result['nr_pages']:,}: {problem}[/red]")
@@ -392,9 +388,11 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> boo
         model_speed = ref["model_s"] / fast["model_s"]
         own = ((ref["setup_s"] + ref["ops_s"] + ref["snapshot_s"])
                / (fast["setup_s"] + fast["ops_s"] + fast["snapshot_s"]))
+        cpu_speed = ref["cpu_s"] / fast["cpu_s"]
         console.print(f"at {largest:,} pages, speed: fastmodel {speed:.1f}x faster overall "
                       f"(goal >= 10x: {verdict(speed >= 10)}); {own:.1f}x on setup + ops + "
-                      f"snapshots; {model_speed:.1f}x without checks")
+                      f"snapshots; {model_speed:.1f}x without checks; {cpu_speed:.1f}x in CPU "
+                      f"time (what a busy machine's wall clock misstates)")
         memory = fast["peak_mb"] / ref["peak_mb"]
         model_memory = fast["model_mb"] / ref["model_mb"]
         console.print(f"at {largest:,} pages, memory: fastmodel peak {memory:.3f} of refmodel's "

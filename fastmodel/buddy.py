@@ -12,8 +12,8 @@ state is stored, chosen for a machine of millions of pages:
   ``owner_order`` (uint8, also the compound order of a compound head) and
   ``pcp_migratetype`` (uint8): 7 bytes a page, allocated zeroed by numpy in milliseconds.
   ``_mapcount``, ``flags`` and ``compound_head`` are derived from ``pstate`` (they only ever
-  take the values the reference model gives them; see :data:`PS_BUDDY`), so they cost
-  nothing to store.
+  take the values the reference model gives them; see ``fastmodel.buddy_pages.PS_BUDDY``), so
+  they cost nothing to store, and ``page_state`` copies only ``pstate`` and ``refcount``.
 * **Hot paths read those arrays through memoryviews.**  Scalar numpy indexing costs about
   twice a memoryview's and returns numpy scalars that slow later arithmetic; a memoryview of
   the same buffer returns a Python int.  Whole-array work (boot, ``page_state``, scanning a
@@ -23,7 +23,8 @@ state is stored, chosen for a machine of millions of pages:
   O(1) without searching the migratetype lists for it.
 * **Per-call set-up is precomputed**: zonelists and alloc contexts for every (gfp_zone,
   migratetype), zone geometry copied onto the zone, zone lookup by comparing against the two
-  zone boundaries, gfp bits as plain ints rather than ``enum.IntFlag`` arithmetic.
+  zone boundaries, gfp bits and ALLOC_* flags as module-level ints (no ``enum.IntFlag``
+  arithmetic, no attribute lookups), and list_first_entry + list_del as one call.
 
 Complexity: as the reference model, every operation is O(MAX_ORDER) list work plus, when
 stealing or reserving, one numpy scan of a pageblock; compound set-up, compound free and
@@ -33,13 +34,14 @@ block; ``view`` is O(listed pfns); ``page_state`` is O(pages) numpy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Final
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
+from fastmodel import buddy_pages
+from fastmodel.buddy_pages import PRIVATE_MASK, PS_BUDDY, PS_HEAD, PS_TAIL
 from fastmodel.pfnlist import ListStore, PfnList
 from specs import gfp
 from specs.buddy import (
@@ -54,7 +56,24 @@ from specs.buddy import (
     ZoneView,
 )
 from specs.errno import Errno
-from specs.gfp import MIGRATE_PCPTYPES, MIGRATE_TYPES, GfpFlag, MigrateType
+from specs.gfp import __GFP_BITS_MASK as GFP_BITS_MASK
+from specs.gfp import (
+    ALLOC_CPUSET,
+    ALLOC_FAIR,
+    ALLOC_HARDER,
+    ALLOC_HIGH,
+    ALLOC_NO_WATERMARKS,
+    ALLOC_WMARK_HIGH,
+    ALLOC_WMARK_LOW,
+    ALLOC_WMARK_MASK,
+    FALLBACKS,
+    MIGRATE_PCPTYPES,
+    MIGRATE_TYPES,
+    WMARK_HIGH,
+    WMARK_LOW,
+    GfpFlag,
+    MigrateType,
+)
 from specs.machine import (
     MAX_ORDER,
     PAGEBLOCK_NR_PAGES,
@@ -81,16 +100,6 @@ GFP_HARDWALL: Final = int(GfpFlag.HARDWALL)
 #: The bits gfp_zone, gfp_zone_bad, gfp_migratetype_bad and gfpflags_to_migratetype read.
 GFP_DECODE_MASK: Final = gfp.GFP_ZONEMASK | gfp.GFP_MOVABLE_MASK
 
-# -- pstate: one byte of struct page ------------------------------------------------------------
-#: page_private (the order of a free block's head) lives in the low four bits.
-PRIVATE_MASK: Final = 0x0F
-#: PageBuddy: _mapcount == PAGE_BUDDY_MAPCOUNT_VALUE.  The reference model's _mapcount is only
-#: ever -1 or that value (set_page_order / rmv_page_order are its only writers).
-PS_BUDDY: Final = 0x10
-#: PG_head in page->flags, the only PG_* bit the model sets.
-PS_HEAD: Final = 0x20
-#: a compound tail page (compound_head >= 0); its head is found from the aligned candidates.
-PS_TAIL: Final = 0x40
 #: what page_is_buddy compares: the _mapcount sentinel and page_private.
 BUDDY_FIELDS: Final = PS_BUDDY | PRIVATE_MASK
 
@@ -218,7 +227,7 @@ def boot(config: MachineConfig) -> BuddyState:
             geometry=geo, pcp=pcps, links=links, free_area=free_area, index=geo.index,
             start_pfn=geo.start_pfn, end_pfn=geo.end_pfn, populated=geo.populated,
             watermark=geo.watermark, lowmem_reserve=geo.lowmem_reserve,
-            alloc_batch=geo.watermark[gfp.WMARK_HIGH] - geo.watermark[gfp.WMARK_LOW]))
+            alloc_batch=geo.watermark[WMARK_HIGH] - geo.watermark[WMARK_LOW]))
     nr_pages = config.nr_pages
     nr_pageblocks = -(-nr_pages // PAGEBLOCK_NR_PAGES)
     refcount = np.zeros(nr_pages, dtype=np.int32)
@@ -464,9 +473,8 @@ def free_pcppages_bulk(state: BuddyState, zone: Zone, count: int, pcp: Pcp) -> N
         if batch_free == MIGRATE_PCPTYPES:  # the only non-empty list: free from it alone
             batch_free = to_free
         while True:
-            pfn = free_list.last()
+            pfn = free_list.pop_last()
             assert pfn is not None
-            free_list.remove(pfn)
             free_one_page(state, zone, pfn, 0, pm[pfn])
             to_free -= 1
             if not to_free:
@@ -509,13 +517,13 @@ def rmqueue_smallest(state: BuddyState, zone: Zone, order: int, migratetype: int
     free_area = zone.free_area
     for current_order in range(order, MAX_ORDER):
         free_list = free_area[current_order][migratetype]
-        pfn = free_list.first()
+        pfn = free_list.pop_first()
         if pfn is None:
             continue
-        free_list.remove(pfn)
-        rmv_page_order(state, pfn)
+        state.ps[pfn] &= ~BUDDY_FIELDS  # rmv_page_order, inlined: this runs per pcp page
         zone.nr_free[current_order] -= 1
-        expand(state, zone, pfn, order, current_order, migratetype)
+        if current_order != order:  # expand has nothing to split otherwise
+            expand(state, zone, pfn, order, current_order, migratetype)
         state.pm[pfn] = migratetype
         return pfn
     return None
@@ -581,7 +589,7 @@ def find_suitable_fallback(zone: Zone, order: int, migratetype: int) -> tuple[in
     """[4.6: find_suitable_fallback, only_stealable=false] -> (fallback type or -1, can_steal)"""
     if zone.nr_free[order] == 0:
         return -1, False
-    for fallback_mt in gfp.FALLBACKS[migratetype]:
+    for fallback_mt in FALLBACKS[migratetype]:
         if zone.free_area[order][fallback_mt]:
             return fallback_mt, can_steal_fallback(order, migratetype)
     return -1, False
@@ -621,12 +629,24 @@ def rmqueue_bulk(state: BuddyState, zone: Zone, count: int, free_list: PfnList,
 
     Hot refills keep physical order (each page goes after the previous one); cold refills end
     up reversed, because each page is inserted before the previous one.
+
+    __rmqueue's first step for order 0, taking the head of the order-0 list of this
+    migratetype, is inlined: it is what most refilled pages come from, and it needs no
+    split.  Otherwise each page is a full __rmqueue, as in 4.6.
     """
+    order0 = zone.free_area[0][migratetype]
+    ps, pm, nr_free = state.ps, state.pm, zone.nr_free
     taken = 0
     for _ in range(count):
-        pfn = rmqueue(state, zone, 0, migratetype)
-        if pfn is None:
-            break
+        pfn = order0.pop_first()
+        if pfn is not None:  # __rmqueue_smallest at current_order == 0
+            ps[pfn] &= ~BUDDY_FIELDS  # rmv_page_order
+            nr_free[0] -= 1
+            pm[pfn] = migratetype
+        else:
+            pfn = rmqueue(state, zone, 0, migratetype)
+            if pfn is None:
+                break
         if cold:
             free_list.add_head(pfn)
         else:
@@ -644,19 +664,18 @@ def buffered_rmqueue(state: BuddyState, zone: Zone, order: int, gfp_mask: int,
     if order == 0:
         pcp = zone.pcp[cpu]
         free_list = pcp.lists[migratetype]
-        if not free_list:
+        pfn = free_list.pop_last() if cold else free_list.pop_first()
+        if pfn is None:  # list_empty: refill, then take as above
             pcp.count += rmqueue_bulk(state, zone, pcp.batch, free_list, migratetype, cold)
-            if not free_list:
+            pfn = free_list.pop_last() if cold else free_list.pop_first()
+            if pfn is None:
                 return None
-        pfn = free_list.last() if cold else free_list.first()
-        assert pfn is not None
-        free_list.remove(pfn)
         pcp.count -= 1
     else:
         if gfp_mask & GFP_NOFAIL and order > 1:
             state.alloc_warnings += 1  # WARN_ON_ONCE: __GFP_NOFAIL above order 1
         found = None
-        if alloc_flags & gfp.ALLOC_HARDER:
+        if alloc_flags & ALLOC_HARDER:
             found = rmqueue_smallest(state, zone, order, HIGHATOMIC)
         if found is None:
             found = rmqueue(state, zone, order, migratetype)
@@ -711,9 +730,9 @@ def zone_watermark_ok(zone: Zone, order: int, mark: int, classzone_idx: int,
         return False  # 4.6's high-order loop below finds no order >= MAX_ORDER
     free_pages = zone.nr_free_pages - ((1 << order) - 1)
     min_mark = mark
-    if alloc_flags & gfp.ALLOC_HIGH:
+    if alloc_flags & ALLOC_HIGH:
         min_mark -= min_mark // 2
-    if not alloc_flags & gfp.ALLOC_HARDER:
+    if not alloc_flags & ALLOC_HARDER:
         free_pages -= zone.nr_reserved_highatomic
     else:
         min_mark -= min_mark // 4
@@ -724,17 +743,19 @@ def zone_watermark_ok(zone: Zone, order: int, mark: int, classzone_idx: int,
     for current_order in range(order, MAX_ORDER):
         if not zone.nr_free[current_order]:
             continue
-        if alloc_flags & gfp.ALLOC_HARDER:
+        if alloc_flags & ALLOC_HARDER:
             return True
-        if any(zone.free_area[current_order][mt] for mt in range(MIGRATE_PCPTYPES)):
-            return True
+        lists = zone.free_area[current_order]
+        for mt in range(MIGRATE_PCPTYPES):
+            if lists[mt]:
+                return True
     return False
 
 
 def reset_alloc_batches(state: BuddyState, preferred_zone: Zone) -> None:
     """[4.6: reset_alloc_batches] refill the fair batches of every zone up to the preferred."""
     for zone in state.zones[: preferred_zone.index + 1]:
-        zone.alloc_batch = zone.watermark[gfp.WMARK_HIGH] - zone.watermark[gfp.WMARK_LOW]
+        zone.alloc_batch = zone.watermark[WMARK_HIGH] - zone.watermark[WMARK_LOW]
         zone.fair_depleted = False
 
 
@@ -749,22 +770,22 @@ def get_page_from_freelist(state: BuddyState, gfp_mask: int, order: int, alloc_f
     while True:
         nr_fair_skipped = 0
         for zone in ac.zonelist:
-            if alloc_flags & gfp.ALLOC_FAIR and zone.fair_depleted:
+            if alloc_flags & ALLOC_FAIR and zone.fair_depleted:
                 nr_fair_skipped += 1
                 continue
-            mark = zone.watermark[alloc_flags & gfp.ALLOC_WMARK_MASK]
+            mark = zone.watermark[alloc_flags & ALLOC_WMARK_MASK]
             if (not zone_watermark_ok(zone, order, mark, ac.classzone_idx, alloc_flags)
-                    and not alloc_flags & gfp.ALLOC_NO_WATERMARKS):
+                    and not alloc_flags & ALLOC_NO_WATERMARKS):
                 continue
             pfn = buffered_rmqueue(state, zone, order, gfp_mask, alloc_flags, ac.migratetype, cpu)
             if pfn is not None:
                 prep_new_page(state, pfn, order, gfp_mask)
-                if order and alloc_flags & gfp.ALLOC_HARDER:
+                if order and alloc_flags & ALLOC_HARDER:
                     reserve_highatomic_pageblock(state, zone, pfn)
                 return pfn
-        if not alloc_flags & gfp.ALLOC_FAIR:
+        if not alloc_flags & ALLOC_FAIR:
             return None
-        alloc_flags &= ~gfp.ALLOC_FAIR
+        alloc_flags &= ~ALLOC_FAIR
         if not nr_fair_skipped:
             return None
         reset_alloc_batches(state, ac.preferred_zone)
@@ -795,12 +816,12 @@ def alloc_pages_slowpath(state: BuddyState, gfp_mask: int, order: int, ac: Alloc
         state.alloc_warnings += 1  # WARN_ON_ONCE: atomic reserves used by a sleeping caller
         gfp_mask &= ~GFP_ATOMIC_BIT
     alloc_flags = gfp.gfp_to_alloc_flags(gfp_mask)
-    pfn = get_page_from_freelist(state, gfp_mask, order, alloc_flags & ~gfp.ALLOC_NO_WATERMARKS,
+    pfn = get_page_from_freelist(state, gfp_mask, order, alloc_flags & ~ALLOC_NO_WATERMARKS,
                                  ac, cpu)
     if pfn is not None:
         return pfn
-    if alloc_flags & gfp.ALLOC_NO_WATERMARKS:
-        pfn = get_page_from_freelist(state, gfp_mask, order, gfp.ALLOC_NO_WATERMARKS, ac, cpu)
+    if alloc_flags & ALLOC_NO_WATERMARKS:
+        pfn = get_page_from_freelist(state, gfp_mask, order, ALLOC_NO_WATERMARKS, ac, cpu)
         if pfn is not None:
             return pfn
     if not gfp_mask & GFP_DIRECT_RECLAIM:
@@ -813,13 +834,13 @@ def alloc_pages_slowpath(state: BuddyState, gfp_mask: int, order: int, ac: Alloc
         return None
     # __alloc_pages_may_oom: one last look at the high watermark.
     pfn = get_page_from_freelist(state, gfp_mask | GFP_HARDWALL, order,
-                                 gfp.ALLOC_WMARK_HIGH | gfp.ALLOC_CPUSET, ac, cpu)
+                                 ALLOC_WMARK_HIGH | ALLOC_CPUSET, ac, cpu)
     if pfn is not None:
         return pfn
     if gfp_mask & GFP_NOFAIL:
         state.alloc_warnings += 1  # WARN_ON_ONCE(gfp_mask & __GFP_NOFAIL)
         pfn = get_page_from_freelist(state, gfp_mask, order,
-                                     gfp.ALLOC_NO_WATERMARKS | gfp.ALLOC_CPUSET, ac, cpu)
+                                     ALLOC_NO_WATERMARKS | ALLOC_CPUSET, ac, cpu)
         if pfn is not None:
             return pfn
     warn(state, gfp_mask)
@@ -833,7 +854,7 @@ def alloc_pages_nodemask(state: BuddyState, gfp_mask: int, order: int, cpu: int)
     alloc_context are looked up by the mask's zone and mobility bits in tables built at boot
     from the same ``specs.gfp`` functions (the reference model computes them on every call).
     """
-    gfp_mask &= gfp.__GFP_BITS_MASK  # gfp_allowed_mask after boot
+    gfp_mask &= GFP_BITS_MASK  # gfp_allowed_mask after boot
     decode = gfp_mask & GFP_DECODE_MASK
     if state.gfp_bad[decode]:  # gfp_zone_bad or gfp_migratetype_bad
         state.alloc_warnings += 1  # VM_BUG_ON / VM_WARN_ON in a debug kernel
@@ -842,7 +863,7 @@ def alloc_pages_nodemask(state: BuddyState, gfp_mask: int, order: int, cpu: int)
     ac = state.gfp_context[decode]
     if ac is None:  # no populated zone at or below gfp_zone
         return None
-    alloc_flags = gfp.ALLOC_WMARK_LOW | gfp.ALLOC_CPUSET | gfp.ALLOC_FAIR
+    alloc_flags = ALLOC_WMARK_LOW | ALLOC_CPUSET | ALLOC_FAIR
     pfn = get_page_from_freelist(state, gfp_mask | GFP_HARDWALL, order, alloc_flags, ac, cpu)
     if pfn is None:
         pfn = alloc_pages_slowpath(state, gfp_mask, order, ac, cpu)
@@ -852,8 +873,9 @@ def alloc_pages_nodemask(state: BuddyState, gfp_mask: int, order: int, cpu: int)
 def free_pages(state: BuddyState, pfn: int, order: int, cpu: int) -> None:
     """[4.6: __free_pages] drop a reference; the last one frees the block."""
     rc = state.rc
-    rc[pfn] -= 1
-    if rc[pfn]:
+    count = rc[pfn] - 1
+    rc[pfn] = count
+    if count:
         return
     if order == 0:
         free_hot_cold_page(state, pfn, cold=False, cpu=cpu)
@@ -1014,31 +1036,11 @@ class FastBuddy:
             alloc_warnings=state.alloc_warnings, zones=tuple(zones))
 
     def page_state(self) -> PageState:
-        """Snapshot of every struct page, as read-only numpy arrays of compact dtypes.
-
-        refcount int32, mapcount int8, private int8, flags int16, compound_head int32,
-        pageblock_migratetype int8: 12 bytes a page, each field a few whole-array numpy
-        operations on pstate.  Complexity: O(pages) numpy.
-        """
+        """Snapshot of every struct page: a compact copy whose fields derive on read
+        (:mod:`fastmodel.buddy_pages`).  Complexity: O(pages) numpy, about 2 bytes a page."""
         state = self.state
-        pstate = state.pstate
-        refcount = state.refcount.copy()
-        # _mapcount: -1, or PAGE_BUDDY_MAPCOUNT_VALUE on PageBuddy pages: -1 - 127 * PageBuddy
-        buddy = pstate >> np.uint8(PS_BUDDY.bit_length() - 1)
-        buddy &= np.uint8(1)
-        mapcount = buddy.view(np.int8)
-        mapcount *= np.int8(PAGE_BUDDY_MAPCOUNT_VALUE + 1)
-        mapcount -= np.int8(1)
-        private = (pstate & np.uint8(PRIVATE_MASK)).view(np.int8)
-        flags = (pstate & np.uint8(PS_HEAD)).astype(np.int16)
-        flags <<= PG_head - (PS_HEAD.bit_length() - 1)
-        heads = _compound_heads(state)
-        pageblock = state.pageblock_migratetype.copy()
-        for array in (refcount, mapcount, private, flags, heads, pageblock):
-            array.flags.writeable = False
-        return PageState(refcount=_seq(refcount), mapcount=_seq(mapcount),
-                         private=_seq(private), flags=_seq(flags), compound_head=_seq(heads),
-                         pageblock_migratetype=_seq(pageblock))
+        return buddy_pages.take(state.refcount, state.pstate, state.owner_order,
+                                state.pageblock_migratetype)
 
     def page(self, pfn: int) -> PageInfo | None:
         """One struct page."""
@@ -1052,38 +1054,6 @@ class FastBuddy:
             private=pstate & PRIVATE_MASK,
             flags=1 << PG_head if pstate & PS_HEAD else 0,
             compound_head=compound_head(state, pfn))
-
-
-def _seq(array: npt.NDArray[np.integer[Any]]) -> Sequence[int]:
-    """A numpy array where the contract says Sequence[int] (it allows numpy arrays)."""
-    return cast("Sequence[int]", array)
-
-
-def _compound_heads(state: BuddyState) -> npt.NDArray[np.int32]:
-    """compound_head for every page: the tails of each PG_head page point at it.
-
-    A compound page of order k is its PG_head page and the 2**k - 1 pages after it (the
-    PS_TAIL pages; prep_new_page marks exactly those, free_pages_prepare clears exactly those).
-    Heads are grouped by order; a group with fewer pages than tails per page is filled one
-    slice per page, a larger group one scatter per tail offset.  Complexity: one O(pages) scan
-    for PG_head, then O(tails) numpy work in at most about 2 * sqrt(tails) numpy calls per
-    order.
-    """
-    out = np.full(state.nr_pages, -1, dtype=np.int32)
-    heads = np.flatnonzero(state.pstate & np.uint8(PS_HEAD)).astype(np.int32)
-    if not heads.size:
-        return out
-    orders = state.owner_order[heads]
-    for order in np.unique(orders).tolist():
-        group = heads[orders == order]
-        size = 1 << order
-        if group.size < size:
-            for head in group.tolist():
-                out[head + 1:head + size] = head
-        else:
-            for offset in range(1, size):
-                out[group + offset] = group
-    return out
 
 
 def _zone_key(zone: Zone) -> tuple[object, ...]:

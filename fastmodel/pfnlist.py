@@ -103,6 +103,34 @@ class PfnList:
         prv[after] = prev
         self._store.version += 1
 
+    def pop_first(self) -> int | None:
+        """list_first_entry_or_null, then list_del: one call where hot paths made two."""
+        nxt = self._next
+        pfn = nxt[self.head]
+        if pfn < 0:
+            return None
+        prv = self._prev
+        after = nxt.pop(pfn)
+        del prv[pfn]
+        nxt[self.head] = after
+        prv[after] = self.head
+        self._store.version += 1
+        return pfn
+
+    def pop_last(self) -> int | None:
+        """list_last_entry (or None when empty), then list_del."""
+        prv = self._prev
+        pfn = prv[self.head]
+        if pfn < 0:
+            return None
+        nxt = self._next
+        before = prv.pop(pfn)
+        del nxt[pfn]
+        prv[self.head] = before
+        nxt[before] = self.head
+        self._store.version += 1
+        return pfn
+
     def first(self) -> int | None:
         """list_first_entry_or_null."""
         pfn = self._next[self.head]
