@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 
 from invariants.buddy_rules import compound_owner, gfp_nonsense
 from invariants.ledger import Ledger
-from invariants.registry import LOCKSTEP, CheckFailure, Cost, Kind, checks_for
+from invariants.registry import LOCKSTEP, CheckFailure, Cost
 from invariants.render import free_area_table, strip_around
 from invariants.snapshot import BuddySnapshot, BuddyStep
 from refmodel.buddy import RefBuddy
@@ -44,9 +44,7 @@ from stateful_tests.common import (
     when_capable,
 )
 from stateful_tests.harness import (
-    Guard,
     GuardedImpl,
-    Journal,
     describe_call,
     want_instance,
     want_int,
@@ -98,19 +96,11 @@ class BuddyMachineBase(ConformanceMachine):
         self.freed: list[Block] = []
         self.steps = 0
         self.last_sweep = -spec.sweep_every
-        self.sut = Guard.create(spec.factory, spec.config, spec.impl_name, spec.step_timeout,
-                                Journal.from_env())
-        caps = getattr(self.sut.impl, "capabilities", None)
-        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
-            raise CheckFailure("PLUGIN", f"{spec.impl_name}.capabilities must be a frozenset "
-                                         f"of specs.buddy.Capability, not {caps!r}")
+        caps = self.boot(Capability)
         self.caps: frozenset[Capability] = caps
         self.checked_impl = GuardedImpl(self.sut, VIEW_CHECKS)
         self.ref = RefBuddy(spec.config) if spec.mode == "lockstep" else None
-        checks = [c for c in checks_for("buddy") if c.id in spec.enabled and c.applies_to(caps)]
-        self.state_checks = [c for c in checks if c.kind is Kind.STATE]
-        self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in OPERATIONS}
+        self.select_checks("buddy", caps, OPERATIONS)
         self.view = self._sut_view()
         self.ref_view = self.ref.view() if self.ref is not None else None
         self._compare_views()

@@ -21,10 +21,13 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition
 
+from invariants.registry import PLUGIN, Check, CheckFailure, Kind, checks_for
 from specs.machine import MachineConfig
+from stateful_tests.harness import Guard, Journal
 from stateful_tests.trace import Trace, set_current_trace
 
 H = TypeVar("H", bound="Handle")
+C = TypeVar("C", bound=enum.Enum)
 
 
 @attrs.frozen
@@ -69,6 +72,33 @@ class ConformanceMachine(RuleBasedStateMachine):
         set_current_trace(self.trace)
         self.handles: dict[int, Handle] = {}
         self.next_handle = 0
+
+    def boot(self, capability: type[C], *args: Any) -> frozenset[C]:
+        """Boot the implementation under test as ``factory(config, *args)``, guarded like
+        every later call, into ``self.sut``; returns its declared capabilities.
+
+        Capabilities that are not a frozenset of the subsystem's enum are a PLUGIN failure:
+        the checks to skip are chosen by them, so a wrong value would silently skip checks.
+        """
+        spec = self.spec
+        self.sut = Guard.create(lambda config: spec.factory(config, *args), spec.config,
+                                spec.impl_name, spec.step_timeout, Journal.from_env())
+        caps = getattr(self.sut.impl, "capabilities", None)
+        if not isinstance(caps, frozenset) or not all(isinstance(c, capability) for c in caps):
+            raise CheckFailure(PLUGIN, f"{spec.impl_name}.capabilities must be a frozenset of "
+                                       f"{capability.__module__}.{capability.__qualname__}, "
+                                       f"not {caps!r}")
+        return caps
+
+    def select_checks(self, subsystem: str, caps: frozenset[Any],
+                      operations: tuple[str, ...]) -> None:
+        """The enabled checks the implementation's capabilities allow, into
+        ``self.state_checks`` and, per operation, ``self.step_checks``."""
+        checks = [c for c in checks_for(subsystem)
+                  if c.id in self.spec.enabled and c.applies_to(caps)]
+        self.state_checks: list[Check] = [c for c in checks if c.kind is Kind.STATE]
+        self.step_checks: dict[str, list[Check]] = {
+            op: [c for c in checks if c.kind is Kind.STEP and op in c.ops] for op in operations}
 
     def new_handle(self, cls: type[H], **fields: Any) -> H:
         """A handle the trace can name and a replay can find again."""

@@ -24,7 +24,7 @@ from hypothesis.stateful import Bundle, consumes, initialize, multiple, precondi
 
 from invariants.pagetable import PageTableSnapshot
 from invariants.pagetable_rules import PageTableStep, difference
-from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, Kind, checks_for
+from invariants.registry import LOCKSTEP, CheckFailure
 from refmodel.buddy import RefBuddy
 from refmodel.pagetable import RefPageTables
 from specs import pte as pt
@@ -32,7 +32,7 @@ from specs.buddy import PageAllocator
 from specs.gfp import GFP_HIGHUSER_MOVABLE
 from specs.pagetable import Capability, Level, PageTableView
 from stateful_tests.common import ConformanceMachine, Handle, MachineSpec, identifier
-from stateful_tests.harness import Guard, GuardedImpl, Journal, want_instance, want_int
+from stateful_tests.harness import GuardedImpl, want_instance, want_int
 from stateful_tests.suites import dependency
 
 
@@ -104,12 +104,7 @@ class PageTableMachineBase(ConformanceMachine):
         self.steps = 0
         self.pages: PageAllocator = dependency(spec, "buddy")
         pages = self.pages
-        self.sut = Guard.create(lambda config: spec.factory(config, pages), spec.config,
-                                spec.impl_name, spec.step_timeout, Journal.from_env())
-        caps = getattr(self.sut.impl, "capabilities", None)
-        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
-            raise CheckFailure(PLUGIN, f"{spec.impl_name}.capabilities must be a frozenset of "
-                                       f"specs.pagetable.Capability, not {caps!r}")
+        caps = self.boot(Capability, pages)
         self.caps: frozenset[Capability] = caps
         self.checked = GuardedImpl(self.sut, {**RESULT_CHECKS,
                                               "view": want_instance(PageTableView)})
@@ -118,11 +113,7 @@ class PageTableMachineBase(ConformanceMachine):
         if spec.mode == "lockstep":
             self.ref_pages = RefBuddy(spec.config)
             self.ref = RefPageTables(spec.config, self.ref_pages)
-        checks = [c for c in checks_for("pagetable") if c.id in spec.enabled
-                  and c.applies_to(frozenset(caps))]
-        self.state_checks = [c for c in checks if c.kind is Kind.STATE]
-        self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in OPERATIONS}
+        self.select_checks("pagetable", caps, OPERATIONS)
         #: mm id -> {page address -> data pfn} for every page the machine mapped
         self.mapped: dict[int, dict[int, int]] = {}
         self.view = self._sut_view()

@@ -17,7 +17,7 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, consumes, multiple, precondition, rule
 
-from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, Kind, checks_for
+from invariants.registry import LOCKSTEP, CheckFailure
 from invariants.slub import CacheArgs, SlubLedger, SlubSnapshot, free_objects
 from invariants.slub_rules import SlubStep
 from refmodel.buddy import RefBuddy
@@ -28,9 +28,7 @@ from specs.buddy import PageAllocator
 from specs.slub import Capability, SlubView
 from stateful_tests.common import ConformanceMachine, Handle, MachineSpec, identifier
 from stateful_tests.harness import (
-    Guard,
     GuardedImpl,
-    Journal,
     describe_call,
     want_instance,
     want_int,
@@ -100,12 +98,7 @@ class SlubMachineBase(ConformanceMachine):
         self.steps = 0
         self.pages: PageAllocator = dependency(spec, "buddy")
         pages = self.pages
-        self.sut = Guard.create(lambda config: spec.factory(config, pages), spec.config,
-                                spec.impl_name, spec.step_timeout, Journal.from_env())
-        caps = getattr(self.sut.impl, "capabilities", None)
-        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
-            raise CheckFailure(PLUGIN, f"{spec.impl_name}.capabilities must be a frozenset of "
-                                       f"specs.slub.Capability, not {caps!r}")
+        caps = self.boot(Capability, pages)
         self.caps: frozenset[Capability] = caps
         self.checked = GuardedImpl(self.sut, {**RESULT_CHECKS, "view": want_instance(SlubView)})
         self.ref: RefSlub | None = None
@@ -113,10 +106,7 @@ class SlubMachineBase(ConformanceMachine):
         if spec.mode == "lockstep":
             self.ref_pages = RefBuddy(spec.config)
             self.ref = RefSlub(spec.config, self.ref_pages)
-        checks = [c for c in checks_for("slub") if c.id in spec.enabled and c.applies_to(caps)]
-        self.state_checks = [c for c in checks if c.kind is Kind.STATE]
-        self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in OPERATIONS}
+        self.select_checks("slub", caps, OPERATIONS)
         self.view = self._sut_view()
         self.pages_view = self.pages.view()
         self._compare("boot", {})

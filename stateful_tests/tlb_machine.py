@@ -22,7 +22,7 @@ from typing import Any, Final
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
-from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, Kind, checks_for
+from invariants.registry import LOCKSTEP, CheckFailure
 from invariants.tlb import TlbSnapshot, TlbStep, describe_entry
 from refmodel.tlb import DictTables, RefTlb
 from specs.pte import (
@@ -53,9 +53,7 @@ from specs.tlb import (
 )
 from stateful_tests.common import ConformanceMachine, MachineSpec, identifier
 from stateful_tests.harness import (
-    Guard,
     GuardedImpl,
-    Journal,
     describe_call,
     is_int,
     want_instance,
@@ -136,19 +134,11 @@ class TlbMachineBase(ConformanceMachine):
         lockstep = spec.mode == "lockstep"
         self.ref_tables = self.tables.copy() if lockstep else None
         tables = self.tables
-        self.sut = Guard.create(lambda config: spec.factory(config, tables), spec.config,
-                                spec.impl_name, spec.step_timeout, Journal.from_env())
-        caps = getattr(self.sut.impl, "capabilities", None)
-        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
-            raise CheckFailure(PLUGIN, f"{spec.impl_name}.capabilities must be a frozenset "
-                                       f"of specs.tlb.Capability, not {caps!r}")
+        caps = self.boot(Capability, tables)
         self.caps: frozenset[Capability] = caps
         self.checked_impl = GuardedImpl(self.sut, VIEW_CHECKS)
         self.ref = RefTlb(spec.config, self.ref_tables) if self.ref_tables is not None else None
-        checks = [c for c in checks_for("tlb") if c.id in spec.enabled and c.applies_to(caps)]
-        self.state_checks = [c for c in checks if c.kind is Kind.STATE]
-        self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in OPERATIONS}
+        self.select_checks("tlb", caps, OPERATIONS)
         self.mms: list[int] = [1, 2]
         self.next_mm = 3
         self.view = self._sut_view()

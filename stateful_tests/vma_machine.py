@@ -18,7 +18,7 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
-from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure, Kind, checks_for
+from invariants.registry import LOCKSTEP, CheckFailure
 from invariants.vma import VmaState, VmaStep
 from invariants.vma_render import diagram, maps
 from refmodel.vma import RefAddressSpace
@@ -58,9 +58,7 @@ from specs.vma import (
 )
 from stateful_tests.common import ConformanceMachine, MachineSpec, identifier, when_capable
 from stateful_tests.harness import (
-    Guard,
     GuardedImpl,
-    Journal,
     describe_call,
     want_instance,
     want_int,
@@ -132,19 +130,11 @@ class VmaMachineBase(ConformanceMachine):
         super().__init__()
         spec = self.spec
         self.steps = 0
-        self.sut = Guard.create(spec.factory, spec.config, spec.impl_name, spec.step_timeout,
-                                Journal.from_env())
-        caps = getattr(self.sut.impl, "capabilities", None)
-        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
-            raise CheckFailure(PLUGIN, f"{spec.impl_name}.capabilities must be a frozenset "
-                                       f"of specs.vma.Capability, not {caps!r}")
+        caps = self.boot(Capability)
         self.caps: frozenset[Capability] = caps
         self.checked_impl = GuardedImpl(self.sut, VIEW_CHECKS)
         self.ref = RefAddressSpace(spec.config) if spec.mode == "lockstep" else None
-        checks = [c for c in checks_for("vma") if c.id in spec.enabled and c.applies_to(caps)]
-        self.state_checks = [c for c in checks if c.kind is Kind.STATE]
-        self.step_checks = {op: [c for c in checks if c.kind is Kind.STEP and op in c.ops]
-                            for op in OPERATIONS}
+        self.select_checks("vma", caps, OPERATIONS)
         pconf = process_config(spec.config)
         self.window = pconf.mmap_base - (WINDOW_PAGES - 8) * PAGE_SIZE
         self.fds: list[int] = []
