@@ -859,9 +859,10 @@ class RefBuddy:
 
 
 def _zone_key(zone: Zone) -> tuple[object, ...]:
-    """Everything a ZoneView is built from that can change."""
-    return (tuple(lst.version for lists in zone.free_area for lst in lists),
-            tuple(lst.version for pcp in zone.pcp for lst in pcp.lists),
+    """Everything a ZoneView is built from that can change.  The lists enter as the sum of
+    their versions: versions only ever grow, so the sum changes whenever any list does."""
+    return (sum(lst.version for lists in zone.free_area for lst in lists),
+            sum(lst.version for pcp in zone.pcp for lst in pcp.lists),
             tuple(pcp.count for pcp in zone.pcp), tuple(zone.nr_free), zone.nr_free_pages,
             zone.nr_reserved_highatomic, zone.alloc_batch, zone.fair_depleted)
 

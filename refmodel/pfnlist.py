@@ -15,13 +15,14 @@ _HEAD = -1  # the sentinel: pfns are never negative
 class PfnList:
     """An ordered set of pfns with list_head's operations, each O(1)."""
 
-    __slots__ = ("_next", "_prev", "version")
+    __slots__ = ("_next", "_prev", "_snapshot", "version")
 
     def __init__(self) -> None:
         self._next: dict[int, int] = {_HEAD: _HEAD}
         self._prev: dict[int, int] = {_HEAD: _HEAD}
         #: bumped by every change, so a snapshot of an unchanged list can be reused
         self.version = 0
+        self._snapshot: tuple[int, tuple[int, ...]] = (0, ())
 
     def add_head(self, pfn: int) -> None:
         """list_add."""
@@ -61,16 +62,19 @@ class PfnList:
         return self._next[_HEAD] != _HEAD
 
     def to_tuple(self) -> tuple[int, ...]:
-        """The pfns head first, as a tuple (what views hold)."""
-        if len(self._next) == 1:
-            return ()
+        """The pfns head first, as a tuple (what views hold); the tuple of an unchanged
+        list is handed out again, since a view is taken after every step of a machine."""
+        version, snapshot = self._snapshot
+        if version == self.version:
+            return snapshot
         nxt = self._next
         out = []
         pfn = nxt[_HEAD]
         while pfn != _HEAD:
             out.append(pfn)
             pfn = nxt[pfn]
-        return tuple(out)
+        self._snapshot = (self.version, tuple(out))
+        return self._snapshot[1]
 
     def __iter__(self) -> Iterator[int]:
         pfn = self._next[_HEAD]
