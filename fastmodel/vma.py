@@ -460,7 +460,7 @@ class FastAddressSpace(FastMm):
                 vma = new_vma
             return new_vma, vma
         new_vma = FVma(start=addr, end=addr + length, flags=vma.flags, pgoff=pgoff,
-                       file=vma.file, anon_vma=vma.anon_vma)
+                       file=vma.file, anon_vma=vma.anon_vma, inherited=vma.inherited)
         self.link(new_vma)
         return new_vma, vma
 
@@ -586,6 +586,17 @@ class FastAddressSpace(FastMm):
         return 0
 
     # -- set-up ----------------------------------------------------------------------------------
+
+    def dup_mm(self) -> FastAddressSpace | int:
+        """[4.6: kernel/fork.c dup_mm, dup_mmap] the child's address space, or -ENOMEM."""
+        child = type(self).__new__(type(self))
+        FastMm.__init__(child, self.pconf)
+        child.config = self.config
+        child.capabilities = self.capabilities
+        child.next_fd = self.next_fd
+        child._view = None
+        error = self.dup_mmap(child)
+        return error if error else child
 
     def open_file(self, size: int, mode: int = O_RDWR) -> int:
         if size < 0 or mode not in (O_RDONLY, O_WRONLY, O_RDWR):

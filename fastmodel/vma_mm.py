@@ -29,9 +29,11 @@ from specs.vma import (
     TASK_UNMAPPED_BASE,
     ULONG_MASK,
     VM_ACCOUNT,
+    VM_DONTCOPY,
     VM_EXEC,
     VM_GROWSDOWN,
     VM_LOCKED,
+    VM_LOCKED_CLEAR_MASK,
     VM_READ,
     VM_SHARED,
     VM_SOFTDIRTY,
@@ -60,8 +62,9 @@ def u64(value: int) -> int:
 
 def mergeable_anon(a1: int | None, a2: int | None, vma: FVma | None) -> bool:
     """[4.6: mm/mmap.c is_mergeable_anon_vma] a missing anon_vma goes with a VMA whose
-    anon_vma_chain is singular, which without fork means a VMA that has an anon_vma."""
-    if (a1 is None or a2 is None) and (vma is None or vma.anon_vma is not None):
+    anon_vma_chain is singular: it has an anon_vma and no chain entries from fork."""
+    if (a1 is None or a2 is None) and (vma is None or (vma.anon_vma is not None
+                                                        and not vma.inherited)):
         return True
     return a1 == a2
 
@@ -239,7 +242,8 @@ class FastMm:
                     exporter, importer = vma, nxt
                 if (exporter is not None and importer is not None
                         and exporter.anon_vma is not None and importer.anon_vma is None):
-                    importer.anon_vma = exporter.anon_vma
+                    importer.anon_vma = exporter.anon_vma  # anon_vma_clone copies the chain
+                    importer.inherited = exporter.inherited
             store.resize(vma, start, end)
             vma.pgoff = pgoff
             if adjust_next and nxt is not None:
@@ -261,7 +265,7 @@ class FastMm:
     def split_at(self, vma: FVma, addr: int, new_below: bool) -> None:
         """__split_vma: the new VMA is the part below addr when new_below, else above it."""
         new = FVma(start=vma.start, end=vma.end, flags=vma.flags, pgoff=vma.pgoff,
-                   file=vma.file, anon_vma=vma.anon_vma)
+                   file=vma.file, anon_vma=vma.anon_vma, inherited=vma.inherited)
         shift = (addr - vma.start) >> PAGE_SHIFT
         if new_below:
             new.end = addr
@@ -393,10 +397,11 @@ class FastMm:
         if vma.anon_vma is not None:
             return
         nxt, prev = vma.next, vma.prev
-        if nxt is not None and self._anon_compatible(vma, nxt) and nxt.anon_vma is not None:
+        if (nxt is not None and self._anon_compatible(vma, nxt) and nxt.anon_vma is not None
+                and not nxt.inherited):
             vma.anon_vma = nxt.anon_vma
         elif (prev is not None and self._anon_compatible(prev, vma)
-              and prev.anon_vma is not None):
+              and prev.anon_vma is not None and not prev.inherited):
             vma.anon_vma = prev.anon_vma
         else:
             vma.anon_vma = self.new_anon_vma()
@@ -438,3 +443,43 @@ class FastMm:
         if prev is not None and prev.end == address and not prev.flags & VM_GROWSDOWN:
             return ENOMEM
         return self.expand_downwards(vma, address)
+
+    # -- fork [4.6: kernel/fork.c dup_mmap; mm/rmap.c anon_vma_fork] ----------------------------
+
+    def dup_mmap(self, mm: FastMm) -> int:
+        """Fill the empty ``mm`` with the child's copy: 0, or -ENOMEM with this mm as it was.
+        The reference model's order and its two simplifications (``refmodel.vma_core.
+        dup_mmap``): each VM_ACCOUNT charge is tested through this mm and handed back after,
+        and every copy of a VMA with an anon_vma gets a new one with an inherited chain."""
+        for name in ("total_vm", "data_vm", "exec_vm", "stack_vm", "start_brk", "brk_value",
+                     "end_data", "mmap_base", "mmap_legacy_base", "next_file"):
+            setattr(mm, name, getattr(self, name))
+        mm.sysctl = dict(self.sysctl)
+        for ident, file in self.files.items():
+            mm.files[ident] = FFile(ident=file.ident, fd=file.fd, size=file.size,
+                                    readable=file.readable, writable=file.writable,
+                                    shmem=file.shmem, charged=file.charged)
+        mm.fds = {fd: mm.files[file.ident] for fd, file in self.fds.items()}
+        committed = self.committed
+        charged = 0
+        for vma in self.vmas:
+            if vma.flags & VM_DONTCOPY:
+                mm.stat_account(vma.flags, -vma.pages)
+                continue
+            if vma.flags & VM_ACCOUNT:
+                if self.enough_memory(vma.pages):
+                    self.committed = committed
+                    return ENOMEM
+                charged += vma.pages
+            copy = FVma(start=vma.start, end=vma.end, flags=vma.flags & VM_LOCKED_CLEAR_MASK,
+                        pgoff=vma.pgoff,
+                        file=None if vma.file is None else mm.files[vma.file.ident])
+            if vma.anon_vma is not None:
+                copy.anon_vma = mm.new_anon_vma()
+                copy.inherited = True
+            mm.link(copy)
+        self.committed = committed
+        for ident in [i for i, f in mm.files.items() if f.shmem and not f.users]:
+            del mm.files[ident]
+        mm.committed = charged + sum(f.charged for f in mm.files.values())
+        return 0

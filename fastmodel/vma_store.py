@@ -71,6 +71,9 @@ class FVma:
     pgoff: int
     file: FFile | None
     anon_vma: int | None = None
+    #: the anon_vma_chain also links the parent's anon_vmas (fork's anon_vma_fork), so it is
+    #: not singular
+    inherited: bool = False
     prev: FVma | None = None
     next: FVma | None = None
     blk: Block | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from refmodel import vma_calls
-from refmodel.vma_core import Mm, Vma, expand_downwards, vm_enough_memory
+from refmodel.vma_core import Mm, Vma, dup_mmap, expand_downwards, vm_enough_memory
 from specs.errno import Errno
 from specs.machine import PAGE_SHIFT, PAGE_SIZE, MachineConfig
 from specs.vma import (
@@ -100,6 +100,19 @@ class RefAddressSpace:
 
     def touch(self, addr: int, write: bool = True) -> int:
         return vma_calls.touch(self.mm, _ul(addr), bool(write))
+
+    def dup_mm(self) -> RefAddressSpace | int:
+        """[4.6: kernel/fork.c dup_mm, dup_mmap] the child's address space: the VMA copies,
+        the counters, the layout, the sysctls and the file table (fork copies the fds)."""
+        mm = dup_mmap(self.mm)
+        if isinstance(mm, int):
+            return mm
+        child = type(self).__new__(type(self))
+        child.config = self.config
+        child.capabilities = self.capabilities
+        child.mm = mm
+        child.next_fd = self.next_fd
+        return child
 
     # -- set-up ----------------------------------------------------------------------------------
 

@@ -390,7 +390,7 @@ def copy_vma(mm: Mm, vma: Vma, addr: int, length: int, pgoff: int) -> tuple[Vma,
             vma = new_vma
         return new_vma, vma
     new_vma = Vma(start=addr, end=addr + length, flags=vma.flags, pgoff=pgoff, file=vma.file,
-                  anon_vma=vma.anon_vma)
+                  anon_vma=vma.anon_vma, inherited=vma.inherited)
     mm.link(new_vma)
     return new_vma, vma
 

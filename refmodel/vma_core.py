@@ -33,9 +33,11 @@ from specs.vma import (
     TASK_UNMAPPED_BASE,
     ULONG_MASK,
     VM_ACCOUNT,
+    VM_DONTCOPY,
     VM_EXEC,
     VM_GROWSDOWN,
     VM_LOCKED,
+    VM_LOCKED_CLEAR_MASK,
     VM_SHARED,
     VM_SOFTDIRTY,
     VM_SPECIAL,
@@ -88,6 +90,9 @@ class Vma:
     file: File | None
     #: anon_vma identity (creation-order number) or None
     anon_vma: int | None = None
+    #: the anon_vma_chain also links the parent's anon_vmas: fork's anon_vma_fork made this
+    #: VMA (or the VMA it was split or cloned from), so the chain is not singular
+    inherited: bool = False
 
     @property
     def pages(self) -> int:
@@ -311,9 +316,9 @@ def is_mergeable_vma(vma: Vma, file: File | None, flags: int) -> bool:
 
 
 def chain_singular(vma: Vma) -> bool:
-    """list_is_singular(&vma->anon_vma_chain).  [Simplified: no fork, so a chain holds one
-    entry exactly when the VMA has an anon_vma.]"""
-    return vma.anon_vma is not None
+    """list_is_singular(&vma->anon_vma_chain): the VMA has an anon_vma of its own and no
+    chain entries inherited through fork."""
+    return vma.anon_vma is not None and not vma.inherited
 
 
 def is_mergeable_anon_vma(a1: int | None, a2: int | None, vma: Vma | None) -> bool:
@@ -392,7 +397,8 @@ def vma_adjust(mm: Mm, vma: Vma, start: int, end: int, pgoff: int,
                 exporter, importer = vma, nxt
             if (exporter is not None and importer is not None
                     and exporter.anon_vma is not None and importer.anon_vma is None):
-                importer.anon_vma = exporter.anon_vma
+                importer.anon_vma = exporter.anon_vma  # anon_vma_clone copies the chain
+                importer.inherited = exporter.inherited
         vma.start = start
         vma.end = end
         vma.pgoff = pgoff
@@ -420,7 +426,7 @@ def __split_vma(mm: Mm, vma: Vma, addr: int, new_below: bool) -> int:
     """The new VMA is the lower part when new_below, else the upper part; both share the
     anon_vma (anon_vma_clone) and the file."""
     new = Vma(start=vma.start, end=vma.end, flags=vma.flags, pgoff=vma.pgoff, file=vma.file,
-              anon_vma=vma.anon_vma)
+              anon_vma=vma.anon_vma, inherited=vma.inherited)
     if new_below:
         new.end = addr
         vma_adjust(mm, vma, addr, vma.end, vma.pgoff + ((addr - new.start) >> PAGE_SHIFT), new)
@@ -672,3 +678,55 @@ def expand_stack(mm: Mm, vma: Vma, address: int) -> int:
     if prev is not None and prev.end == address and not prev.flags & VM_GROWSDOWN:
         return ENOMEM
     return expand_downwards(mm, vma, address)
+
+
+# ---------------------------------------------------------------------------------------------
+# fork [4.6: kernel/fork.c dup_mm, dup_mmap; mm/rmap.c anon_vma_fork]
+# ---------------------------------------------------------------------------------------------
+
+
+def dup_mmap(old: Mm) -> Mm | int:
+    """The child's mm, or -ENOMEM with ``old`` as it was.
+
+    The counters come over first and a VM_DONTCOPY VMA is taken back out of them; each
+    VM_ACCOUNT VMA is charged through the parent's mm (4.6's call passes oldmm), so the test
+    sees the parent's commitment plus what the child has charged so far, and the parent's
+    total_vm.
+    [Simplified: vm_committed_as is per mm in this model, so the parent gets its committed
+    back once the test is done and the child's starts from its own VM_ACCOUNT VMAs and the
+    shmem objects it holds.]  A copy of a VMA with an anon_vma gets a fresh one whose chain
+    also holds the parent's (anon_vma_fork), numbered in VMA order in the child.
+    [Simplified: anon_vma_clone's reuse of an anon_vma left with degree < 2 needs the other
+    processes' VMAs, which one mm does not see; every copy gets a new anon_vma.]"""
+    mm = Mm(pconf=old.pconf, total_vm=old.total_vm, data_vm=old.data_vm,
+            exec_vm=old.exec_vm, stack_vm=old.stack_vm, start_brk=old.start_brk,
+            brk=old.brk, end_data=old.end_data, mmap_base=old.mmap_base,
+            mmap_legacy_base=old.mmap_legacy_base, sysctl=dict(old.sysctl),
+            next_file=old.next_file)
+    for ident, file in old.files.items():
+        mm.files[ident] = File(ident=file.ident, fd=file.fd, size=file.size,
+                               readable=file.readable, writable=file.writable,
+                               shmem=file.shmem, charged=file.charged)
+    mm.fds = {fd: mm.files[file.ident] for fd, file in old.fds.items()}
+    committed = old.committed
+    charged = 0
+    for vma in old.vmas:
+        if vma.flags & VM_DONTCOPY:
+            vm_stat_account(mm, vma.flags, -vma.pages)
+            continue
+        if vma.flags & VM_ACCOUNT:
+            if vm_enough_memory(old, vma.pages):
+                old.committed = committed
+                return ENOMEM
+            charged += vma.pages
+        copy = Vma(start=vma.start, end=vma.end, flags=vma.flags & VM_LOCKED_CLEAR_MASK,
+                   pgoff=vma.pgoff, file=None if vma.file is None else mm.files[vma.file.ident])
+        if vma.anon_vma is not None:
+            copy.anon_vma = mm.new_anon_vma()
+            copy.inherited = True
+        mm.link(copy)
+    old.committed = committed
+    for ident in [i for i, f in mm.files.items() if f.shmem and not f.users]:
+        del mm.files[ident]  # only a VM_DONTCOPY VMA held it
+    mm.committed = charged + sum(f.charged for f in mm.files.values())
+    return mm

@@ -104,6 +104,8 @@ VM_PFNMAP: Final = 0x400
 VM_DENYWRITE: Final = 0x800
 VM_LOCKED: Final = 0x2000
 VM_IO: Final = 0x4000
+#: [4.6: include/linux/mm.h] set by madvise(MADV_DONTFORK); no modelled call sets it
+VM_DONTCOPY: Final = 0x2_0000
 VM_DONTEXPAND: Final = 0x4_0000
 VM_LOCKONFAULT: Final = 0x8_0000
 VM_ACCOUNT: Final = 0x10_0000
@@ -123,7 +125,8 @@ VM_FLAG_NAMES: Final = (
     (VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"), (VM_MAYREAD, "mr"),
     (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
     (VM_PFNMAP, "pf"), (VM_DENYWRITE, "dw"), (VM_LOCKED, "lo"), (VM_IO, "io"),
-    (VM_DONTEXPAND, "de"), (VM_LOCKONFAULT, "lf"), (VM_ACCOUNT, "ac"), (VM_NORESERVE, "nr"),
+    (VM_DONTCOPY, "dc"), (VM_DONTEXPAND, "de"), (VM_LOCKONFAULT, "lf"), (VM_ACCOUNT, "ac"),
+    (VM_NORESERVE, "nr"),
     (VM_HUGETLB, "ht"), (VM_SOFTDIRTY, "sd"), (VM_MIXEDMAP, "mm"),
 )
 
@@ -302,6 +305,8 @@ class Capability(enum.Enum):
     FILES = "files"
     #: vm_committed and VM_ACCOUNT charging under the three overcommit modes
     OVERCOMMIT = "overcommit"
+    #: dup_mm(): the VMA half of fork
+    FORK = "fork"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -343,6 +348,11 @@ class AddressSpace(Protocol):
     def touch(self, addr: int, write: bool = True) -> int:
         """The VMA-level effects of a user fault at addr: 0, or -EFAULT where 4.6 would send
         SIGSEGV (the hook the fault issue replaces with real faults)."""
+        ...
+
+    def dup_mm(self) -> AddressSpace | int:
+        """The VMA half of fork: a new address space of the same class holding the child's
+        copy, or -ENOMEM with this one unchanged (``dup_mm()`` in specs/vma.md)."""
         ...
 
     def open_file(self, size: int, mode: int = O_RDWR) -> int:

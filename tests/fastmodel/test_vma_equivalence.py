@@ -49,6 +49,7 @@ from specs.vma import (
     PROT_SEM,
     PROT_WRITE,
     TASK_SIZE,
+    VM_DONTCOPY,
     AddressSpace,
     process_config,
 )
@@ -316,3 +317,130 @@ def test_default_max_map_count() -> None:
     assert same(ref, fast, "mprotect", (start, 2000 * PAGE_SIZE, PROT_NONE), start) < 0
     assert same(ref, fast, "mremap", (start, PAGE_SIZE, 5 * PAGE_SIZE, MREMAP_MAYMOVE),
                 start) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# dup_mm (fork's VMA half): the children agree, and keep agreeing as they are driven
+# ---------------------------------------------------------------------------------------------
+
+
+def same_dup(ref: AddressSpace, fast: AddressSpace) -> tuple[AddressSpace, AddressSpace] | None:
+    """dup_mm on both: the same errno, or two children with equal views; the parents' views
+    equal and unchanged either way.  The children, or None after an equal refusal."""
+    before = ref.view()
+    want, got = ref.dup_mm(), fast.dup_mm()
+    assert ref.view() == before, "dup_mm changed the reference parent"
+    assert fast.view() == before, "dup_mm changed the fast parent"
+    if isinstance(want, int) or isinstance(got, int):
+        assert got == want, f"dup_mm: fast {got!r}, ref {want!r}"
+        return None
+    assert type(got) is FastAddressSpace
+    assert got.view() == want.view(), "the children's views differ"
+    return want, got
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.lists(st.tuples(ops, page), max_size=25),
+       after=st.lists(st.tuples(ops, page), max_size=25), strict=st.booleans())
+def test_generated_fork_then_calls(before: list[tuple[Op, int]], after: list[tuple[Op, int]],
+                                   strict: bool) -> None:
+    """Generated calls, a dup_mm (under strict overcommit or not), then generated calls on
+    the children: every result and view agrees, so the children's non-singular anon_vma
+    chains steer merges alike."""
+    ref, fast = boot()
+    for (name, args), probe in before:
+        same(ref, fast, name, args, WINDOW + probe * PAGE_SIZE)
+    if strict:
+        same(ref, fast, "set_sysctl", ("overcommit_memory", 2))
+    children = same_dup(ref, fast)
+    if children is None:
+        return
+    for (name, args), probe in after:
+        same(*children, name, args, WINDOW + probe * PAGE_SIZE)
+
+
+@BLOCKS
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_fork_chains(block: int, seed: int) -> None:
+    """Seeded streams with a fork every 60 calls, driving the newest child each time: chains
+    of forks and the merges they refuse agree."""
+    rnd = random.Random(100 + seed)
+    with block_size(block):
+        ref: AddressSpace
+        fast: AddressSpace
+        ref, fast = boot()
+        same(ref, fast, "open_file", (3 * PAGE_SIZE,))
+        if seed % 2:
+            same(ref, fast, "set_sysctl", ("overcommit_memory", 2))
+        forks = 0
+        for step in range(240):
+            if step % 60 == 59:
+                children = same_dup(ref, fast)
+                if children is not None:
+                    ref, fast = children
+                    forks += 1
+                continue
+            name, args = random_call(rnd)
+            same(ref, fast, name, args, WINDOW + rnd.randrange(WINDOW_PAGES) * PAGE_SIZE)
+        assert forks, "no fork succeeded"
+
+
+def test_dontcopy_vmas_are_skipped_alike() -> None:
+    """VM_DONTCOPY has no call that sets it (no madvise), so it is set on both models' VMAs:
+    the children leave the same VMAs out and uncount them alike."""
+    ref, fast = boot()
+    for first, flags in ((0, ANON), (6, MAP_SHARED | MAP_ANONYMOUS), (10, ANON)):
+        same(ref, fast, "mmap", (WINDOW + first * PAGE_SIZE, 2 * PAGE_SIZE, RW,
+                                 flags | MAP_FIXED))
+    for vma in [*ref.mm.vmas, *fast.vmas]:
+        if vma.start in (WINDOW, WINDOW + 6 * PAGE_SIZE):
+            vma.flags |= VM_DONTCOPY
+    fast._view = None  # the flags changed behind the cached view's back
+    children = same_dup(ref, fast)
+    assert children is not None
+    assert len(children[0].view().vmas) == len(ref.view().vmas) - 2
+
+
+def _fork_scenario(before: list[Op], after: list[Op]) -> None:
+    ref, fast = boot()
+    for name, args in before:
+        same(ref, fast, name, args)
+    children = same_dup(ref, fast)
+    assert children is not None
+    for name, args in after:
+        same(*children, name, args)
+
+
+def _at(first: int) -> int:
+    return WINDOW + first * PAGE_SIZE
+
+
+def _map(first: int, pages: int, prot: int = RW) -> Op:
+    return "mmap", (_at(first), pages * PAGE_SIZE, prot, ANON | MAP_FIXED)
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    # is_mergeable_anon_vma: a new neighbour of a forked VMA stays apart
+    ([_map(0, 2), ("touch", (_at(0), True))], [_map(2, 2)]),
+    # anon_vma_prepare does not reuse a forked neighbour's anon_vma
+    ([_map(0, 2), ("touch", (_at(0), True)), _map(2, 2, PROT_READ)],
+     [("mprotect", (_at(2), 2 * PAGE_SIZE, RW)), ("touch", (_at(2), True))]),
+    # ... nor the next one's (4.6 looks at next first)
+    ([_map(2, 2), ("touch", (_at(2), True))],
+     [_map(0, 2, PROT_READ), ("mprotect", (_at(0), 2 * PAGE_SIZE, RW)),
+      ("touch", (_at(0), True))]),
+    # both pieces of a split keep the inherited chain
+    ([_map(0, 4), ("touch", (_at(0), True))],
+     [("mprotect", (_at(1), PAGE_SIZE, PROT_READ)), _map(4, 1), _map(5, 1, PROT_READ),
+      ("mprotect", (_at(5), PAGE_SIZE, RW)), ("touch", (_at(5), True))]),
+    # so does mremap's copy
+    ([_map(0, 2), ("touch", (_at(0), True))],
+     [("mremap", (_at(0), 2 * PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED,
+                  _at(10))), _map(12, 2)]),
+    # and brk does not extend a forked heap
+    ([("brk", (DEFAULT_START_BRK + PAGE_SIZE,)), ("touch", (DEFAULT_START_BRK, True))],
+     [("brk", (DEFAULT_START_BRK + 2 * PAGE_SIZE,))]),
+], ids=["merge", "prepare-prev", "prepare-next", "split", "mremap", "brk"])
+def test_inherited_chains_refuse_alike(before: list[Op], after: list[Op]) -> None:
+    """Hand-picked paths where a forked VMA's non-singular chain decides the outcome."""
+    _fork_scenario(before, after)
