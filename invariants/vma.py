@@ -58,6 +58,12 @@ class VmaStep:
     before: MmView
     after: MmView
     impl: AddressSpace
+    #: dup_mm only: the child's view when a child came back (``result`` is then 0), else None
+    child: MmView | None = None
+    #: anon_vma identities whose VMAs' anon_vma_chain is not singular: the ones a dup_mm
+    #: gave this mm (every copy's chain also links the parent's anon_vmas; splits, merges and
+    #: mremap copies keep that chain).  The view cannot show chains; the machine knows them.
+    inherited: frozenset[int] = frozenset()
 
     @property
     def pconf(self) -> ProcessConfig:
@@ -144,10 +150,13 @@ def trim(vmas: tuple[VmaView, ...] | list[VmaView], lo: int, hi: int) -> list[Vm
     return out
 
 
-def anon_compatible(request: int | None, existing: VmaView) -> bool:
-    """is_mergeable_anon_vma(request, existing.anon_vma, existing) without fork: a missing
-    anon_vma on either side is compatible only when the existing VMA has one."""
-    if (request is None or existing.anon_vma is None) and existing.anon_vma is not None:
+def anon_compatible(request: int | None, existing: VmaView,
+                    inherited: frozenset[int] = frozenset()) -> bool:
+    """is_mergeable_anon_vma(request, existing.anon_vma, existing): a missing anon_vma on
+    either side is compatible only when the existing VMA's chain is singular, i.e. it has an
+    anon_vma that did not come from dup_mm (``inherited``)."""
+    singular = existing.anon_vma is not None and existing.anon_vma not in inherited
+    if (request is None or existing.anon_vma is None) and singular:
         return True
     return request == existing.anon_vma
 
@@ -156,19 +165,22 @@ def mergeable_flags(a: int, b: int) -> bool:
     return not (a ^ b) & ~VM_SOFTDIRTY and not a & VM_SPECIAL
 
 
-def merge_insert(vmas: list[VmaView], new: VmaView) -> list[VmaView]:
-    """vma_merge cases 1-3 for a new VMA with no anon_vma placed in a hole, then the link."""
+def merge_insert(vmas: list[VmaView], new: VmaView,
+                 inherited: frozenset[int] = frozenset()) -> list[VmaView]:
+    """vma_merge cases 1-3 for a new VMA with no anon_vma placed in a hole, then the link;
+    ``inherited`` as for :func:`anon_compatible`."""
     i = next((k for k, v in enumerate(vmas) if v.start >= new.end), len(vmas))
     prev = vmas[i - 1] if i and vmas[i - 1].end <= new.start else None
     nxt = vmas[i] if i < len(vmas) else None
     pglen = new.pages
     can_prev = (prev is not None and prev.end == new.start
                 and mergeable_flags(prev.flags, new.flags) and prev.file == new.file
-                and anon_compatible(new.anon_vma, prev)
+                and anon_compatible(new.anon_vma, prev, inherited)
                 and prev.pgoff + prev.pages == new.pgoff)
     can_next = (nxt is not None and nxt.start == new.end
                 and mergeable_flags(nxt.flags, new.flags) and nxt.file == new.file
-                and anon_compatible(new.anon_vma, nxt) and nxt.pgoff == new.pgoff + pglen)
+                and anon_compatible(new.anon_vma, nxt, inherited)
+                and nxt.pgoff == new.pgoff + pglen)
     head, tail = vmas[:i - 1] if prev is not None else vmas[:i], vmas[i:]
     if can_prev and prev is not None:
         if can_next and nxt is not None and (prev.anon_vma is None or nxt.anon_vma is None

@@ -1,4 +1,4 @@
-"""Operation rules of the address space, VMA-R1 .. VMA-R9 (``specs/vma.md``).
+"""Operation rules of the address space, VMA-R1 .. VMA-R10 (``specs/vma.md``).
 
 A rule judges one step from its arguments, its result and the views before and after.  Where
 4.6's answer follows from those alone (an invalid argument, a munmap, the attributes of a new
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+import attrs
+
 from invariants.registry import step_rule
 from invariants.vma import (
     Segment,
@@ -23,6 +25,7 @@ from invariants.vma import (
     segments,
     show,
     trim,
+    vm_class_sums,
 )
 from specs.errno import Errno, describe
 from specs.machine import PAGE_SHIFT, PAGE_SIZE
@@ -39,6 +42,7 @@ from specs.vma import (
     MREMAP_FIXED,
     MREMAP_MAYMOVE,
     OVERCOMMIT_ALWAYS,
+    OVERCOMMIT_GUESS,
     OVERCOMMIT_NEVER,
     PAGE_MASK,
     PROT_EXEC,
@@ -51,8 +55,10 @@ from specs.vma import (
     ULONG_MASK,
     VM_ACCOUNT,
     VM_DATA_DEFAULT_FLAGS,
+    VM_DONTCOPY,
     VM_GROWSDOWN,
     VM_LOCKED,
+    VM_LOCKED_CLEAR_MASK,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYSHARE,
@@ -316,7 +322,7 @@ def mmap_result(step: VmaStep) -> Iterator[str]:
             return
         new = VmaView(start=new.start, end=new.end, flags=new.flags, pgoff=new.pgoff,
                       file=fresh[0], anon_vma=None)
-    want = merge_insert(trim(before.vmas, addr, addr + length), new)
+    want = merge_insert(trim(before.vmas, addr, addr + length), new, step.inherited)
     if after.vmas != tuple(want):
         yield (f"after mapping [{addr:#x}, {addr + length:#x}) the VMAs are not what 4.6 "
                "leaves:\n    " + _list_diff(want, after.vmas))
@@ -690,9 +696,12 @@ def touch_rule(step: VmaStep) -> Iterator[str]:
     i = before.vmas.index(vma)
     nxt = before.vmas[i + 1] if i + 1 < len(before.vmas) else None
     prev = before.vmas[i - 1] if i else None
-    if nxt is not None and nxt.anon_vma is not None and anon_vma_compatible(vma, nxt):
+    # reusable_anon_vma: only a neighbour whose chain is singular (not from dup_mm)
+    if nxt is not None and nxt.anon_vma is not None and nxt.anon_vma not in step.inherited \
+            and anon_vma_compatible(vma, nxt):
         wanted: int | None = nxt.anon_vma
-    elif prev is not None and prev.anon_vma is not None and anon_vma_compatible(prev, vma):
+    elif prev is not None and prev.anon_vma is not None and prev.anon_vma not in \
+            step.inherited and anon_vma_compatible(prev, vma):
         wanted = prev.anon_vma
     else:
         wanted = None
@@ -702,3 +711,125 @@ def touch_rule(step: VmaStep) -> Iterator[str]:
     if wanted is None and now.anon_vma in used:
         yield f"{show(now)} took anon_vma {now.anon_vma}, which another VMA already had"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# VMA-R10: dup_mm
+# ---------------------------------------------------------------------------------------------
+
+
+def fork_refusal(step: VmaStep) -> VmaView | None:
+    """The VMA whose VM_ACCOUNT charge 4.6 refuses when forking ``step.before``, or None.
+
+    [4.6: kernel/fork.c dup_mmap; mm/util.c __vm_enough_memory, vm_commit_limit] Every charge
+    goes through the parent's mm: the test adds the request to the parent's committed total
+    (plus what the copies before it charged) and reads the parent's total_vm; a process
+    without CAP_SYS_ADMIN keeps the admin reserve."""
+    view, pconf = step.before, step.pconf
+    admin = pconf.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
+    committed = view.committed
+    for vma in view.vmas:
+        if vma.flags & VM_DONTCOPY or not vma.flags & VM_ACCOUNT:
+            continue
+        committed += vma.pages
+        if view.overcommit_memory == OVERCOMMIT_ALWAYS:
+            continue
+        if view.overcommit_memory == OVERCOMMIT_GUESS:
+            free = pconf.guess_free_pages
+            if free > pconf.totalreserve_pages and \
+                    free - pconf.totalreserve_pages - admin > vma.pages:
+                continue
+            return vma
+        if view.overcommit_kbytes:
+            limit = view.overcommit_kbytes >> (PAGE_SHIFT - 10)
+        else:
+            limit = pconf.totalram_pages * view.overcommit_ratio // 100
+        allowed = limit + pconf.total_swap_pages - admin - min(
+            view.total_vm // 32, pconf.user_reserve_kbytes >> (PAGE_SHIFT - 10))
+        if max(committed, 0) >= allowed:
+            return vma
+    return None
+
+
+def expected_child(before: MmView) -> MmView:
+    """The child's view 4.6's dup_mmap leaves, anon_vma identities aside (the caller checks
+    those by sharing: numbering is free in contract mode) and ``committed`` counting only the
+    child's own charges."""
+    copied = tuple(v for v in before.vmas if not v.flags & VM_DONTCOPY)
+    dropped = vm_class_sums(tuple(v for v in before.vmas if v.flags & VM_DONTCOPY))
+    held = {v.file for v in copied}
+    only_dropped = {v.file for v in before.vmas if v.flags & VM_DONTCOPY} - held
+    files = tuple(f for f in before.files if not (f.shmem and f.ident in only_dropped))
+    vmas = tuple(attrs.evolve(v, flags=v.flags & VM_LOCKED_CLEAR_MASK) for v in copied)
+    return attrs.evolve(
+        before, vmas=vmas, files=files, map_count=len(vmas),
+        total_vm=before.total_vm - dropped["total_vm"],
+        data_vm=before.data_vm - dropped["data_vm"],
+        exec_vm=before.exec_vm - dropped["exec_vm"],
+        stack_vm=before.stack_vm - dropped["stack_vm"], locked_vm=0,
+        committed=sum(v.pages for v in vmas if v.flags & VM_ACCOUNT)
+        + sum(f.charged for f in files))
+
+
+def field_differences(want: MmView, got: MmView, skip: frozenset[str]) -> Iterator[str]:
+    """Every counter, layout and sysctl field that differs (VMAs are compared separately)."""
+    for field in attrs.fields(MmView):
+        if field.name in skip or field.name == "vmas":
+            continue
+        w, g = getattr(want, field.name), getattr(got, field.name)
+        if w != g:
+            yield f"{field.name} is {g!r}, expected {w!r}"
+
+
+def _without_anon(vmas: tuple[VmaView, ...]) -> list[VmaView]:
+    return [attrs.evolve(v, anon_vma=None) for v in vmas]
+
+
+@step_rule("VMA-R10", "dup_mm copies as dup_mmap does and leaves the parent unchanged",
+           ops=["dup_mm"], needs=[Capability.FORK])
+def dup_mm_rule(step: VmaStep) -> Iterator[str]:
+    """[4.6: kernel/fork.c dup_mm, dup_mmap; mm/rmap.c anon_vma_fork] The child copies every
+    VMA but the VM_DONTCOPY ones, unlocked, each with an anon_vma of its own where the
+    parent's had one; -ENOMEM only when a VM_ACCOUNT charge on the parent's mm is refused."""
+    before, after, child = step.before, step.after, step.child
+    if after != before:
+        changed = list(field_differences(before, after, frozenset()))
+        if after.vmas != before.vmas:
+            changed.insert(0, "VMAs: " + _list_diff(before.vmas, after.vmas))
+        yield "the parent changed: " + "; ".join(changed)
+    strict = Capability.OVERCOMMIT in step.impl.capabilities
+    refused = fork_refusal(step)
+    if step.result < 0:
+        if step.result != ENOMEM:
+            yield f"returned {describe(step.result)}; fork's VMA half fails only with -ENOMEM"
+        elif strict and refused is None:
+            yield "returned -ENOMEM, but 4.6 grants every VM_ACCOUNT charge " \
+                  f"(overcommit_memory {before.overcommit_memory}, committed {before.committed})"
+        elif not strict and (before.overcommit_memory == OVERCOMMIT_ALWAYS or not any(
+                v.flags & VM_ACCOUNT for v in before.vmas)):
+            yield "returned -ENOMEM with nothing 4.6 could refuse to charge"
+        return
+    if strict and refused is not None:
+        yield (f"returned a child, but 4.6 refuses the charge of {show(refused)} "
+               f"(overcommit_memory {before.overcommit_memory}, committed {before.committed})")
+    if child is None:
+        yield "returned neither a child nor an errno"
+        return
+    want = expected_child(before)
+    if _without_anon(child.vmas) != _without_anon(want.vmas):
+        yield "the child's VMAs are not the parent's copied: " + _list_diff(
+            _without_anon(want.vmas), _without_anon(child.vmas))
+        return
+    seen: dict[int, VmaView] = {}
+    for theirs, mine in zip(want.vmas, child.vmas, strict=True):
+        if (theirs.anon_vma is None) != (mine.anon_vma is None):
+            yield (f"the child's {show(mine)} " + ("has no anon_vma, the parent's copy had one"
+                                                   if mine.anon_vma is None else
+                                                   "has an anon_vma, the parent's had none"))
+        elif mine.anon_vma is not None:
+            if mine.anon_vma in seen:
+                yield (f"the child's {show(seen[mine.anon_vma])} and {show(mine)} share an "
+                       "anon_vma: anon_vma_fork gives every copy its own")
+            seen[mine.anon_vma] = mine
+    skip = frozenset() if strict else frozenset({"committed"})
+    yield from (f"the child's {problem}" for problem in field_differences(want, child, skip))

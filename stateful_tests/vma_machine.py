@@ -18,7 +18,7 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
-from invariants.registry import LOCKSTEP, CheckFailure
+from invariants.registry import LOCKSTEP, PLUGIN, CheckFailure
 from invariants.vma import VmaState, VmaStep
 from invariants.vma_render import diagram, maps
 from refmodel.vma import RefAddressSpace
@@ -42,6 +42,7 @@ from specs.vma import (
     O_RDWR,
     O_WRONLY,
     OVERCOMMIT_GUESS,
+    OVERCOMMIT_NEVER,
     PROT_EXEC,
     PROT_GROWSDOWN,
     PROT_GROWSUP,
@@ -51,6 +52,7 @@ from specs.vma import (
     PROT_WRITE,
     TASK_SIZE,
     VM_GROWSDOWN,
+    AddressSpace,
     Capability,
     MmView,
     VmaView,
@@ -58,8 +60,10 @@ from specs.vma import (
 )
 from stateful_tests.common import ConformanceMachine, MachineSpec, identifier, when_capable
 from stateful_tests.harness import (
+    Guard,
     GuardedImpl,
     describe_call,
+    is_int,
     want_instance,
     want_int,
 )
@@ -73,9 +77,19 @@ MAX_FDS = 4
 RESULT_CHECKS: dict[str, Callable[[Any], str | None]] = dict.fromkeys(
     ("mmap", "munmap", "mprotect", "mremap", "brk", "touch", "open_file", "set_sysctl"),
     want_int)
-OPERATIONS = tuple(RESULT_CHECKS)
+
+
+def want_child(value: Any) -> str | None:
+    """Result check for dup_mm: an errno, or an address space the machine can drive."""
+    if is_int(value) or isinstance(value, AddressSpace):
+        return None
+    return ("the contract requires a new address space (specs.vma.AddressSpace) or -ENOMEM, "
+            f"not {type(value).__name__}")
+
+
+OPERATIONS = (*RESULT_CHECKS, "dup_mm")
 VIEW_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    **RESULT_CHECKS, "view": want_instance(MmView),
+    **RESULT_CHECKS, "view": want_instance(MmView), "dup_mm": want_child,
     "find_vma": lambda v: None if v is None or isinstance(v, VmaView) else
     f"the contract requires a VmaView or None, not {type(v).__name__}"}
 
@@ -138,6 +152,8 @@ class VmaMachineBase(ConformanceMachine):
         pconf = process_config(spec.config)
         self.window = pconf.mmap_base - (WINDOW_PAGES - 8) * PAGE_SIZE
         self.fds: list[int] = []
+        #: anon_vmas whose chains came from dup_mm (see VmaStep.inherited)
+        self.inherited: frozenset[int] = frozenset()
         self.view = self._sut_view()
         self._compare("boot", {}, None, None)
 
@@ -151,7 +167,9 @@ class VmaMachineBase(ConformanceMachine):
         self.view = self._sut_view()
         self._compare(op, args, result, expected)
         record = VmaStep(op=op, args=args, result=result, before=before, after=self.view,
-                         impl=self.checked_impl)
+                         impl=self.checked_impl, inherited=self.inherited)
+        if self.inherited:  # an identity that is gone may be handed out again
+            self.inherited &= anon_vmas(self.view)
         for check in self.step_checks[op]:
             problems = list(check.fn(record))
             if problems:
@@ -161,9 +179,61 @@ class VmaMachineBase(ConformanceMachine):
         self.steps += 1
         return result
 
-    def _sut_view(self) -> MmView:
-        view: MmView = self.sut.call("view", {}, want_instance(MmView))
+    def _sut_view(self, guard: Guard | None = None) -> MmView:
+        view: MmView = (guard or self.sut).call("view", {}, want_instance(MmView))
         return view
+
+    def fork_step(self, continue_in_child: bool) -> None:
+        """dup_mm on the implementation (and refmodel), judged by VMA-R10 with both views; the
+        child is guarded like the parent, and the run goes on in the one drawn."""
+        before = self.view
+        got = self.sut.call("dup_mm", {}, want_child)
+        expected = self.ref.dup_mm() if self.ref is not None else None
+        self.view = self._sut_view()
+        kid: Guard | None = None
+        kid_view: MmView | None = None
+        if not is_int(got):
+            kid = Guard(impl=got, name=f"{self.sut.name} (forked child)",
+                        timeout=self.sut.timeout, journal=self.sut.journal)
+            caps = getattr(got, "capabilities", None)
+            if caps != self.caps:
+                raise CheckFailure(PLUGIN, f"{self.sut.name}.dup_mm() returned a child whose "
+                                             f"capabilities {caps!r} are not the parent's "
+                                             f"{self.caps!r}")
+            kid_view = self._sut_view(kid)
+        result: int = got if is_int(got) else 0
+        if self.ref is not None and LOCKSTEP in self.spec.enabled:
+            if isinstance(expected, int) != is_int(got) or (is_int(got) and got != expected):
+                self._fail(LOCKSTEP, f"dup_mm(): {self.spec.impl_name} returned "
+                                     f"{_show_child(got)}, refmodel returned "
+                                     f"{_show_child(expected)}", {}, None)
+            if kid_view is not None and isinstance(expected, RefAddressSpace):
+                difference = view_difference(expected.view(), kid_view)
+                if difference:
+                    self._fail(LOCKSTEP, f"after dup_mm() the children's views differ: "
+                                         f"{difference}\nchild:\n{maps(kid_view)}", {}, None)
+        self._compare("dup_mm", {}, None, None)
+        record = VmaStep(op="dup_mm", args={}, result=result, before=before, after=self.view,
+                         impl=self.checked_impl, child=kid_view, inherited=self.inherited)
+        for check in self.step_checks["dup_mm"]:
+            problems = list(check.fn(record))
+            if problems:
+                child_maps = "" if kid_view is None else "\nchild:\n" + maps(kid_view)
+                self._fail(check.id, f"dup_mm() -> {_show_child(got)}: {check.title}:\n  "
+                           + "\n  ".join(problems) + child_maps, {}, before)
+        self.steps += 1
+        if kid is None or kid_view is None:
+            return
+        kid_impl = GuardedImpl(kid, VIEW_CHECKS)
+        for state_check in self.state_checks:  # the child is judged now even if it is dropped
+            problems = list(state_check.fn(VmaState(impl=kid_impl, view=kid_view)))
+            if problems:
+                self._fail(state_check.id, f"in the child of dup_mm(): {state_check.title}:\n  "
+                           + "\n  ".join(problems) + "\nchild:\n" + maps(kid_view), {}, None)
+        if continue_in_child:
+            self.sut, self.checked_impl, self.view = kid, kid_impl, kid_view
+            self.inherited = anon_vmas(kid_view)
+            self.ref = expected if isinstance(expected, RefAddressSpace) else None
 
     def _compare(self, op: str, args: dict[str, Any], result: int | None,
                  expected: int | None) -> None:
@@ -312,6 +382,26 @@ class VmaMachineBase(ConformanceMachine):
             self.step("brk", addr=self.view.brk + length)
         else:
             self.step("mprotect", addr=self.at(page), length=length, prot=prot)
+
+    def do_fork(self, child: bool, strict_ratio: int, locked_page: int) -> None:
+        """dup_mm, then on in the parent or the child.  locked_page >= 0 first maps that
+        window page MAP_LOCKED (mlocked memory is what fork must not lock in the child);
+        strict_ratio >= 0 forks under OVERCOMMIT_NEVER with that ratio (the charge tested on
+        the parent's mm may fail), and the mm the run goes on in is put back to GUESS."""
+        self.trace.rule("fork", child=child, strict_ratio=strict_ratio, locked_page=locked_page)
+        if locked_page >= 0:
+            self.step("mmap", addr=self.at(locked_page), length=PAGE_SIZE,
+                      prot=PROT_READ | PROT_WRITE,
+                      flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_LOCKED, fd=-1,
+                      offset=0)
+        strict = strict_ratio >= 0 and Capability.OVERCOMMIT in self.caps
+        if strict:
+            self.step("set_sysctl", name="overcommit_memory", value=OVERCOMMIT_NEVER)
+            self.step("set_sysctl", name="overcommit_ratio", value=strict_ratio)
+        self.fork_step(child)
+        if strict:
+            self.step("set_sysctl", name="overcommit_memory", value=OVERCOMMIT_GUESS)
+            self.step("set_sysctl", name="overcommit_ratio", value=50)
 
     def do_populate(self, page: int, pages: int, prot: int) -> None:
         """A written private mapping (it has an anon_vma), then given its protection."""
@@ -473,6 +563,14 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def anon_vmas(view: MmView) -> frozenset[int]:
+    return frozenset(v.anon_vma for v in view.vmas if v.anon_vma is not None)
+
+
+def _show_child(value: Any) -> str:
+    return _show(value) if is_int(value) else "a child address space"
+
+
 def view_difference(expected: MmView, actual: MmView) -> str:
     """The first difference between two views, in words ("" when equal)."""
     if expected == actual:
@@ -563,6 +661,12 @@ def make_vma_machine(spec: MachineSpec) -> type[VmaMachineBase]:
         def overcommit(self, mode: int, ratio: int, op: str, page: int, pages: int,
                        prot: int) -> None:
             self.do_overcommit(mode, ratio, op, page, pages, prot)
+
+        @has(Capability.FORK)
+        @rule(child=st.booleans(), strict_ratio=st.sampled_from([-1, -1, -1, 0, 1, 5, 100]),
+              locked_page=st.one_of(st.just(-1), window))
+        def fork(self, child: bool, strict_ratio: int, locked_page: int) -> None:
+            self.do_fork(child, strict_ratio, locked_page)
 
         @rule(page=window, pages=pages, prot=PROTS)
         def populate(self, page: int, pages: int, prot: int) -> None:
