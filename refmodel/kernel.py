@@ -445,8 +445,10 @@ class RefKernel:
         return result
 
     def mprotect(self, pid: int, addr: int, length: int, prot: int) -> int:
-        """[4.6: mm/mprotect.c mprotect_fixup, change_protection] each VMA piece whose flags
-        changed gets the new vm_page_prot in its PTEs, and a range flush if any changed."""
+        """[4.6: mm/mprotect.c sys_mprotect, mprotect_fixup, change_protection] each old VMA
+        piece in the range whose flags changed gets the new vm_page_prot in its PTEs, and a
+        range flush if any changed.  The pieces are the VMAs *before* the call: a piece that
+        merged into an unchanged neighbour still changed."""
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
@@ -456,16 +458,15 @@ class RefKernel:
             return result
         cpu = self._cpu_of(proc)
         start, end = addr, addr + page_align(length)
-        vma = proc.space.find_vma(start)
-        while vma is not None and vma.start < end:
-            old = before.find(max(vma.start, start))
-            if old is None or old.flags != vma.flags:
-                lo, hi = max(vma.start, start), min(vma.end, end)
-                changed = self.tables.change_protection(proc.mm, lo, hi,
-                                                        fault.vm_page_prot(self, proc, vma))
-                if changed > 0:
-                    self.tlb.flush_tlb_mm_range(cpu, self.tlb_mm(proc), lo, hi, vma.flags)
-            vma = proc.space.find_vma(vma.end)
+        for old in before.vmas:
+            lo, hi = max(old.start, start), min(old.end, end)
+            vma = proc.space.find_vma(lo) if lo < hi else None
+            if vma is None or vma.start > lo or vma.flags == old.flags:
+                continue
+            changed = self.tables.change_protection(proc.mm, lo, hi,
+                                                    fault.vm_page_prot(self, proc, vma))
+            if changed > 0:
+                self.tlb.flush_tlb_mm_range(cpu, self.tlb_mm(proc), lo, hi, vma.flags)
         return result
 
     def mremap(self, pid: int, old_addr: int, old_len: int, new_len: int, flags: int = 0,

@@ -288,11 +288,15 @@ class PageTableMachineBase(ConformanceMachine):
         self.step(op, mm=mm.mm, addr=self._pick(mm, index, addr))
 
     def do_set_entry(self, mm: MmHandle, index: int, addr: int, modifier: str) -> None:
-        """Read an entry back with walk, change it with one of 4.6's helpers, store it again."""
+        """Read an entry back with walk, change it with one of 4.6's helpers, store it again.
+
+        Only present entries are changed: on a non-present one bit 8 is PROTNONE, so
+        pte_mkglobal would turn the caller's garbage into a present entry mapping a page the
+        caller never held (the caller's bug, not the implementation's)."""
         self.trace.rule("set_entry", mm=mm, index=index, addr=addr, modifier=modifier)
         where = self._pick(mm, index, addr)
         level, value = self.step("walk", mm=mm.mm, addr=where)
-        if level == Level.PTE and value:
+        if level == Level.PTE and pt.pte_present(value):
             self.step("set_pte_at", mm=mm.mm, addr=where, pte=MODIFIERS[modifier](value))
 
     def do_walk(self, mm: MmHandle, index: int, addr: int) -> None:

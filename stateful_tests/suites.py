@@ -98,6 +98,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           "refmodel.slub:RefSlub", "fastmodel.slub:FastSlub",
           boot_args="stateful_tests.suites:page_allocator_args",
           description="SLUB caches and kmalloc"),
+    Suite("fault", "stateful_tests.fault_machine:make_fault_machine", "specs.kernel:Capability",
+          "refmodel.kernel:RefKernel", "fastmodel.kernel:FastKernel",
+          description="page faults, fork, COW and exit on the composed kernel"),
 )}
 
 

@@ -1,0 +1,456 @@
+"""The composed-kernel state machine, in lockstep and contract modes.
+
+:func:`make_fault_machine` builds a machine that spawns, forks, switches and exits a few
+processes over the CPUs, maps a few pages (private or shared, anonymous or file), unmaps
+and re-protects pieces of them, and reads and writes small byte strings (each write's bytes
+distinct from every other write's, so a store that leaks into another process shows) and
+copies to and from user memory across holes.  The ledger records what each process wrote
+where (FAULT-I1); at teardown every process exits, so FAULT-I7 sees the empty machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+
+from invariants.fault import FaultLedger, FaultSnapshot
+from invariants.fault_rules import FaultStep
+from invariants.registry import LOCKSTEP, CheckFailure
+from refmodel.kernel import RefKernel
+from specs.kernel import Capability, FaultResult, KernelView
+from specs.vma import (
+    MAP_ANONYMOUS,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    VM_SHARED,
+)
+from stateful_tests.common import ConformanceMachine, MachineSpec, identifier, when_capable
+from stateful_tests.harness import describe_call
+
+PAGE = 4096
+MAX_PROCS = 4
+OPERATIONS = ("spawn", "fork", "exit", "switch", "read", "write", "copy_from_user",
+              "copy_to_user", "open_file", "mmap", "munmap", "mprotect")
+PROTS = (PROT_READ | PROT_WRITE,) * 4 + (PROT_READ, PROT_NONE)
+#: (pages, shared, file) of the first process's mappings
+START_MAPS = ((4, False, False), (2, True, False), (2, False, True))
+#: what a file's first bytes are, so a file read fault has something to show
+FILE_SEED = b"file-seed"
+
+
+class FaultMachineBase(ConformanceMachine):
+    """Shared machinery; :func:`make_fault_machine` adds the rules."""
+
+    spec: ClassVar[MachineSpec]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caps: frozenset[Capability] = self.boot(Capability)
+        self.kernel: Any = self.sut.impl
+        self.ref: RefKernel | None = RefKernel(self.spec.config) \
+            if self.spec.mode == "lockstep" else None
+        self.select_checks("fault", self.caps, OPERATIONS)
+        self.ledger = FaultLedger(free_at_boot=self._free_pages())
+        #: pid -> the (addr, length) of each mapping the machine made in it (or inherited)
+        self.maps: dict[int, list[tuple[int, int]]] = {}
+        self.writes = 0
+        # one process running on CPU 0 from the start, with a private, a shared and a file
+        # mapping, so that most steps reach memory
+        first = self.step("spawn")
+        if isinstance(first, int) and first > 0:
+            self.maps[first] = []
+            self.step("switch", cpu=0, pid=first)
+            for pages, shared, file in START_MAPS:
+                self.map(first, pages, shared, file, PROT_READ | PROT_WRITE)
+
+    def _free_pages(self) -> int:
+        view = self.kernel.pages.view()
+        return sum(end - start for start, end in view.free_spans)
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def step(self, op: str, **args: Any) -> Any:
+        """One kernel call, in both models when in lockstep, judged by every enabled rule."""
+        result = self.sut.call(op, args)
+        if self.ref is not None and LOCKSTEP in self.spec.enabled:
+            expected = getattr(self.ref, op)(**args)
+            if result != expected:
+                raise CheckFailure(LOCKSTEP, f"{describe_call(op, args)}: "
+                                             f"{self.spec.impl_name} returned {result!r:.200}, "
+                                             f"refmodel {expected!r:.200}")
+            mine, theirs = self.kernel.view(), self.ref.view()
+            if mine != theirs:
+                raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the kernel views "
+                                             f"differ: {view_difference(theirs, mine)}")
+            if self.kernel.tables.view() != self.ref.tables.view():
+                raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the page tables "
+                                             f"differ from refmodel's")
+            if self.kernel.tlb.view() != self.ref.tlb.view():
+                raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the TLBs differ "
+                                             f"from refmodel's")
+        record = FaultStep(op=op, args=args, result=result)
+        for check in self.step_checks[op]:
+            problems = list(check.fn(record))
+            if problems:
+                raise CheckFailure(check.id, f"{check.title}:\n  " + "\n  ".join(problems))
+        return result
+
+    def snapshot(self) -> FaultSnapshot:
+        """The composed state, read through the parts' views."""
+        k = self.kernel
+        view: KernelView = self.sut.call("view", {})
+        return FaultSnapshot(view=view, tables=k.tables.view(), tlb=k.tlb.view(),
+                             spaces={p.pid: k.space(p.pid).view() for p in view.processes},
+                             pages=k.pages.view(), page_contents=k.page_contents,
+                             file_contents=k.file_contents, ledger=self.ledger)
+
+    def invariants_hold(self) -> None:
+        """Every enabled state invariant, after every step."""
+        if not self.state_checks:
+            return
+        snap = self.snapshot()
+        for check in self.state_checks:
+            problems = list(check.fn(snap))
+            if problems:
+                raise CheckFailure(check.id, f"{check.title}:\n  " + "\n  ".join(problems)
+                                   + f"\n{describe(snap.view)}")
+
+    def teardown(self) -> None:
+        """Every process exits, then the state invariants judge the empty machine."""
+        for pid in self.pids():
+            self.step("exit", pid=pid)
+        self.invariants_hold()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """The live processes, ascending."""
+        return sorted(p.pid for p in self.kernel.view().processes)
+
+    def pick(self, index: int) -> int:
+        """A live pid by index, or 0 (no such process) when none lives."""
+        pids = self.pids()
+        return pids[index % len(pids)] if pids else 0
+
+    def on_cpu(self, index: int, cpu: int) -> tuple[int, int]:
+        """(cpu, pid) for an access by a live process: the CPU it runs on, else ``cpu`` after
+        switching it in (a recorded switch step); (cpu, 0) when no process lives, where the
+        access must fail with -EINVAL."""
+        mapped = sorted(pid for pid, maps in self.maps.items() if maps)
+        pid = mapped[index % len(mapped)] if mapped else self.pick(index)
+        running = list(self.kernel.view().running)
+        if pid and pid in running:
+            return running.index(pid), pid
+        if pid:
+            self.step("switch", cpu=cpu, pid=pid)
+        return cpu, pid
+
+    def target(self, pid: int, mapping: int, page: int, offset: int) -> int:
+        """An address in one of the machine's mappings of ``pid`` (possibly in a hole munmap
+        left, or past the mapping's end)."""
+        maps = self.maps.get(pid, [])
+        if not maps:
+            return 0x10000 + page * PAGE + offset
+        addr, _length = maps[mapping % len(maps)]
+        return addr + page * PAGE + offset
+
+    def data(self, n: int) -> bytes:
+        """n non-zero bytes no earlier write used at the same position."""
+        self.writes += 1
+        return bytes(1 + (self.writes * 37 + i * 11) % 255 for i in range(n))
+
+    def record(self, cpu: int, addr: int, data: bytes) -> None:
+        """Enter the bytes a store completed into the ledger, by the mapping they went
+        through."""
+        pid = self.kernel.view().running[cpu]
+        proc = self.kernel.view().by_pid[pid]
+        space = self.kernel.space(pid).view()
+        files = dict(proc.files)
+        for i, byte in enumerate(data):
+            where = addr + i
+            vma = space.find(where)
+            if vma is None or vma.start > where:
+                continue
+            if vma.flags & VM_SHARED and vma.file in files:
+                offset = where - vma.start + vma.pgoff * PAGE
+                self.ledger.shared.setdefault(files[vma.file], {})[offset] = byte
+            else:
+                self.ledger.private.setdefault(pid, {})[where] = byte
+
+    # -- rule bodies ---------------------------------------------------------------------------
+
+    def do_spawn(self) -> None:
+        """A freshly exec'd process."""
+        self.trace.rule("spawn")
+        pid = self.step("spawn")
+        if isinstance(pid, int) and pid > 0:
+            self.maps[pid] = []
+
+    def do_fork(self, index: int) -> None:
+        """fork: the child inherits the parent's mappings and what it wrote privately."""
+        self.trace.rule("fork", index=index)
+        self._fork(self.pick(index))
+
+    def _fork(self, parent: int) -> int:
+        """fork; the child's pid, or a negative errno."""
+        child = self.step("fork", pid=parent)
+        if not isinstance(child, int) or child <= 0:
+            return -1
+        self.maps[child] = list(self.maps.get(parent, []))
+        self.ledger.private[child] = dict(self.ledger.private.get(parent, {}))
+        return child
+
+    def do_exit(self, index: int) -> None:
+        """exit: everything the process held goes."""
+        self.trace.rule("exit", index=index)
+        pid = self.pick(index)
+        if self.step("exit", pid=pid) == 0:
+            self.maps.pop(pid, None)
+            self.ledger.private.pop(pid, None)
+
+    def do_switch(self, cpu: int, index: int) -> None:
+        """Run a process (index -1: the idle thread) on a CPU."""
+        self.trace.rule("switch", cpu=cpu, index=index)
+        self.step("switch", cpu=cpu, pid=-1 if index < 0 else self.pick(index))
+
+    def do_migrate(self, index: int) -> None:
+        """Move a running process to another CPU: its old CPU goes idle and stays lazy on the
+        process's mm, with its TLB entries, until a flush makes it leave; that is the one way
+        a second CPU holds translations of a single-task mm, as a thread's CPU would."""
+        self.trace.rule("migrate", index=index)
+        busy = [pid for pid in self.kernel.view().running if pid > 0]
+        if busy:
+            self._migrate(busy[index % len(busy)])
+
+    def _migrate(self, pid: int) -> int:
+        """Move pid from its CPU to an idle one; the CPU it runs on afterwards (or -1)."""
+        running = list(self.kernel.view().running)
+        if pid not in running or -1 not in running:
+            return running.index(pid) if pid in running else -1
+        self.step("switch", cpu=running.index(pid), pid=-1)
+        target = running.index(-1)
+        self.step("switch", cpu=target, pid=pid)
+        return target
+
+    def do_cow_scenario(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                        child_writes: bool) -> None:
+        """The life of a COW page in one rule: a process stores into a page, forks, loads it
+        back (caching the read-only translation), moves to another CPU (the old one stays
+        lazy on its mm) and stores again, which breaks COW with a stale entry to flush; with
+        ``child_writes`` the child then runs on the lazy CPU and stores there too."""
+        self.trace.rule("cow_scenario", index=index, cpu=cpu, mapping=mapping, page=page,
+                        offset=offset, child_writes=child_writes)
+        cpu, pid = self.on_cpu(index, cpu)
+        if not pid:
+            return
+        addr = self.target(pid, mapping, page, offset)
+        self._write(cpu, addr, self.data(4))
+        child = self._fork(pid)
+        self.step("read", cpu=cpu, addr=addr, n=4)
+        lazy, cpu = cpu, self._migrate(pid)
+        if cpu < 0:
+            return
+        self._write(cpu, addr, self.data(4))
+        if child_writes and child > 0 and lazy != cpu:
+            self.step("switch", cpu=lazy, pid=child)
+            self._write(lazy, addr, self.data(4))
+
+    def do_mmap(self, index: int, pages: int, shared: bool, file: bool, prot: int) -> None:
+        """A few pages, private or shared, anonymous or of a new file."""
+        self.trace.rule("mmap", index=index, pages=pages, shared=shared, file=file, prot=prot)
+        self.map(self.pick(index), pages, shared, file, prot)
+
+    def map(self, pid: int, pages: int, shared: bool, file: bool, prot: int) -> None:
+        """mmap (of a new file when ``file``) and remember the mapping."""
+        length = pages * PAGE
+        flags = MAP_SHARED if shared else MAP_PRIVATE
+        fd = -1
+        if file:
+            fd = self.step("open_file", pid=pid, size=length, data=FILE_SEED)
+            if not isinstance(fd, int) or fd < 0:
+                return
+        else:
+            flags |= MAP_ANONYMOUS
+        addr = self.step("mmap", pid=pid, addr=0, length=length, prot=prot, flags=flags, fd=fd)
+        if isinstance(addr, int) and addr >= 0:
+            self.maps.setdefault(pid, []).append((addr, length))
+
+    def do_munmap(self, index: int, mapping: int, page: int, pages: int) -> None:
+        """Unmap part of a mapping; what the process wrote there is gone."""
+        self.trace.rule("munmap", index=index, mapping=mapping, page=page, pages=pages)
+        pid = self.pick(index)
+        maps = self.maps.get(pid, [])
+        if not maps:
+            return
+        start = maps[mapping % len(maps)][0] + page * PAGE
+        if self.step("munmap", pid=pid, addr=start, length=pages * PAGE) == 0:
+            mine = self.ledger.private.get(pid, {})
+            for addr in [a for a in mine if start <= a < start + pages * PAGE]:
+                del mine[addr]
+
+    def do_mprotect(self, index: int, mapping: int, page: int, pages: int, prot: int) -> None:
+        """Re-protect part of a mapping."""
+        self.trace.rule("mprotect", index=index, mapping=mapping, page=page, pages=pages,
+                        prot=prot)
+        pid = self.pick(index)
+        maps = self.maps.get(pid, [])
+        if maps:
+            start = maps[mapping % len(maps)][0] + page * PAGE
+            self.step("mprotect", pid=pid, addr=start, length=pages * PAGE, prot=prot)
+
+    def do_read(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                n: int) -> None:
+        """User loads."""
+        self.trace.rule("read", index=index, cpu=cpu, mapping=mapping, page=page,
+                            offset=offset, n=n)
+        cpu, pid = self.on_cpu(index, cpu)
+        self.step("read", cpu=cpu, addr=self.target(pid, mapping, page, offset), n=n)
+
+    def do_write(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                 n: int) -> None:
+        """User stores of bytes no other write used."""
+        self.trace.rule("write", index=index, cpu=cpu, mapping=mapping, page=page,
+                             offset=offset, n=n)
+        cpu, pid = self.on_cpu(index, cpu)
+        self._write(cpu, self.target(pid, mapping, page, offset), self.data(n))
+
+    def _write(self, cpu: int, addr: int, data: bytes) -> None:
+        result = self.step("write", cpu=cpu, addr=addr, data=data)
+        done = len(data) if result == len(data) else \
+            result.done if isinstance(result, FaultResult) else 0
+        if done:
+            self.record(cpu, addr, data[:done])
+
+    def do_copy_from_user(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                          n: int) -> None:
+        """A kernel copy out of user memory, possibly across a hole."""
+        self.trace.rule("copy_from_user", index=index, cpu=cpu, mapping=mapping, page=page,
+                                      offset=offset, n=n)
+        cpu, pid = self.on_cpu(index, cpu)
+        self.step("copy_from_user", cpu=cpu, addr=self.target(pid, mapping, page, offset), n=n)
+
+    def do_copy_to_user(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                        n: int) -> None:
+        """A kernel copy into user memory (breaks COW like a user store)."""
+        self.trace.rule("copy_to_user", index=index, cpu=cpu, mapping=mapping, page=page,
+                                    offset=offset, n=n)
+        cpu, pid = self.on_cpu(index, cpu)
+        addr, data = self.target(pid, mapping, page, offset), self.data(n)
+        left = self.step("copy_to_user", cpu=cpu, addr=addr, data=data)
+        if isinstance(left, int) and 0 <= left < n:
+            self.record(cpu, addr, data[:n - left])
+
+
+def describe(view: KernelView) -> str:
+    """Processes and CPUs in one line, for a failure message."""
+    procs = ", ".join(f"pid {p.pid} (mm {p.mm}, parent {p.ppid}, rss {list(p.rss)})"
+                      for p in view.processes) or "no process"
+    return f"{procs}; running {list(view.running)}; {len(view.pages)} user pages"
+
+
+def view_difference(expected: KernelView, actual: KernelView) -> str:
+    """The first field where two kernel views differ, in words."""
+    for field in ("processes", "running", "pages", "inodes", "zero_pfn", "stray"):
+        want, got = getattr(expected, field), getattr(actual, field)
+        if want != got:
+            if isinstance(want, tuple) and len(want) == len(got):
+                want, got = next((w, g) for w, g in zip(want, got, strict=True) if w != g)
+            return f"{field}: {got!r:.300}, refmodel {want!r:.300}"
+    return "(equal)"
+
+
+def make_fault_machine(spec: MachineSpec) -> type[FaultMachineBase]:
+    """A machine class for one implementation, mode and machine."""
+    cpus = st.integers(0, spec.config.nr_cpus - 1)
+    procs = st.integers(0, MAX_PROCS - 1)
+    maps = st.integers(0, 3)
+    pages = st.integers(0, 2)
+    offsets = st.sampled_from([0, 1, 100, PAGE - 4])
+    sizes = st.integers(1, 12)
+
+    class FaultMachine(FaultMachineBase):
+        @precondition(lambda self: len(self.maps) < MAX_PROCS)
+        @rule()
+        def spawn(self) -> None:
+            self.do_spawn()
+
+        @precondition(lambda self: len(self.maps) < MAX_PROCS)
+        @when_capable(spec, Capability.FORK)
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs)
+        def fork(self, index: int) -> None:
+            self.do_fork(index)
+
+        @precondition(lambda self: len(self.maps) > 1)
+        @rule(index=procs)
+        def exit(self, index: int) -> None:
+            self.do_exit(index)
+
+        @rule(cpu=cpus, index=st.integers(-1, MAX_PROCS - 1))
+        def switch(self, cpu: int, index: int) -> None:
+            self.do_switch(cpu, index)
+
+        @precondition(lambda self: bool(self.maps) and len(self.maps) < MAX_PROCS)
+        @when_capable(spec, Capability.FORK)
+        @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets,
+              child_writes=st.booleans())
+        def cow_scenario(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                         child_writes: bool) -> None:
+            self.do_cow_scenario(index, cpu, mapping, page, offset, child_writes)
+
+        @rule(index=procs)
+        def migrate(self, index: int) -> None:
+            self.do_migrate(index)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, pages=st.integers(1, 4), shared=st.booleans(), file=st.booleans(),
+              prot=st.sampled_from(PROTS))
+        def mmap(self, index: int, pages: int, shared: bool, file: bool, prot: int) -> None:
+            self.do_mmap(index, pages, shared, file, prot)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, mapping=maps, page=pages, pages=st.integers(1, 2))
+        def munmap(self, index: int, mapping: int, page: int, pages: int) -> None:
+            self.do_munmap(index, mapping, page, pages)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, mapping=maps, page=pages, pages=st.integers(1, 2),
+              prot=st.sampled_from(PROTS))
+        def mprotect(self, index: int, mapping: int, page: int, pages: int, prot: int) -> None:
+            self.do_mprotect(index, mapping, page, pages, prot)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets, n=sizes)
+        def read(self, index: int, cpu: int, mapping: int, page: int, offset: int, n: int) -> None:
+            self.do_read(index, cpu, mapping, page, offset, n)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets, n=sizes)
+        def write(self, index: int, cpu: int, mapping: int, page: int, offset: int, n: int) -> None:
+            self.do_write(index, cpu, mapping, page, offset, n)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets,
+              n=st.integers(1, 2 * PAGE))
+        def copy_from_user(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                           n: int) -> None:
+            self.do_copy_from_user(index, cpu, mapping, page, offset, n)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets, n=sizes)
+        def copy_to_user(self, index: int, cpu: int, mapping: int, page: int, offset: int,
+                         n: int) -> None:
+            self.do_copy_to_user(index, cpu, mapping, page, offset, n)
+
+    FaultMachine.spec = spec
+    FaultMachine.__name__ = FaultMachine.__qualname__ = (
+        f"Fault{spec.mode.capitalize()}_{identifier(spec.impl_name)}")
+    return FaultMachine
+
+
+__all__ = ["FaultMachineBase", "make_fault_machine"]

@@ -1,0 +1,273 @@
+"""Deliberately broken composed kernels: at least one per FAULT check ID.
+
+Each mutant is a small subclass of :class:`refmodel.kernel.RefKernel` with one bug, a
+docstring naming it, ``target`` (the check that must catch it) and ``subsystem = "fault"``.
+Bugs inside the fault or fork path are broken copies of one ``refmodel`` function, swapped in
+by :class:`MutantKernel` while each contract operation runs (``refmodel`` itself is never
+edited); the changed line carries ``# MUTATION:``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from refmodel import fault as rf
+from refmodel import fork as rk
+from refmodel.kernel import RefKernel
+from specs import pte as pt
+from specs.kernel import RSS_OF, VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_WRITE, PageKind
+from specs.vma import VM_SHARED, VM_WRITE, VmaView
+
+if TYPE_CHECKING:
+    from refmodel.fault import Page
+    from refmodel.kernel import Process
+
+Patches = Mapping[tuple[ModuleType, str], Callable[..., Any]]
+OPERATIONS = ("spawn", "fork", "exit", "switch", "read", "write", "copy_from_user",
+              "copy_to_user", "mmap", "munmap", "mprotect", "mremap", "brk")
+
+
+class MutantKernel(RefKernel):
+    """RefKernel with some refmodel functions replaced by broken copies during every contract
+    operation (restored afterwards, even on an exception)."""
+
+    subsystem: ClassVar[str] = "fault"
+    target: ClassVar[str] = ""
+    patches: ClassVar[Patches] = {}
+
+    @contextlib.contextmanager
+    def _patched(self) -> Iterator[None]:
+        saved = {key: getattr(key[0], key[1]) for key in self.patches}
+        try:
+            for (module, name), broken in self.patches.items():
+                setattr(module, name, broken)
+            yield
+        finally:
+            for (module, name), original in saved.items():
+                setattr(module, name, original)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name in OPERATIONS and type(self).patches:
+            patched = super().__getattribute__("_patched")
+
+            @functools.wraps(value)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                with patched():
+                    return value(*args, **kwargs)
+
+            return call
+        return value
+
+
+# -- broken copies ------------------------------------------------------------------------------
+
+
+def copy_one_pte_no_parent_wrprotect(k: RefKernel, child: Process, parent: Process, addr: int,
+                                     entry: int, flags: int) -> None:
+    """copy_one_pte that write-protects only the child's copy."""
+    if rk.is_cow_mapping(flags):
+        entry = pt.pte_wrprotect(entry)  # MUTATION: the parent keeps RW
+    if flags & VM_SHARED:
+        entry = pt.pte_mkclean(entry)
+    entry = pt.pte_mkold(entry)
+    page = k.normal_page(entry)
+    if page is not None:
+        k.get_page(page)
+        page.mapcount += 1
+        child.rss[RSS_OF[page.kind]] += 1
+    k.tables.set_pte_at(child.mm, addr, entry)
+
+
+def copy_one_pte_no_get_page(k: RefKernel, child: Process, parent: Process, addr: int,
+                             entry: int, flags: int) -> None:
+    """copy_one_pte that adds the mapping but not the reference."""
+    if rk.is_cow_mapping(flags):
+        k.tables.ptep_set_wrprotect(parent.mm, addr)
+        entry = pt.pte_wrprotect(entry)
+    if flags & VM_SHARED:
+        entry = pt.pte_mkclean(entry)
+    entry = pt.pte_mkold(entry)
+    page = k.normal_page(entry)
+    if page is not None:
+        page.mapcount += 1  # MUTATION: no get_page
+        child.rss[RSS_OF[page.kind]] += 1
+    k.tables.set_pte_at(child.mm, addr, entry)
+
+
+def do_anonymous_page_writable_zero(k: RefKernel, proc: Process, cpu: int, vma: VmaView,
+                                    addr: int, write: bool) -> int:
+    """do_anonymous_page whose zero-page PTE gets RW in a writable VMA."""
+    if vma.flags & VM_SHARED:
+        return VM_FAULT_SIGBUS
+    prot = rf.vm_page_prot(k, proc, vma)
+    if not write:
+        zero = pt.pte_mkspecial(pt.pfn_pte(k.zero_pfn, prot))
+        k.tables.set_pte_at(proc.mm, addr, rf.maybe_mkwrite(zero, vma))  # MUTATION: RW
+        return 0
+    page = k.alloc_user_page(PageKind.ANON, rf.GFP_ZEROED_USER_PAGE, cpu)
+    if page is None:
+        return VM_FAULT_OOM
+    page.index = rf.linear_page_index(vma, addr)
+    entry = pt.pfn_pte(page.pfn, prot)
+    if vma.flags & VM_WRITE:
+        entry = pt.pte_mkwrite(pt.pte_mkdirty(entry))
+    proc.rss[RSS_OF[PageKind.ANON]] += 1
+    page.mapcount = 1
+    k.tables.set_pte_at(proc.mm, addr, entry)
+    return 0
+
+
+def do_anonymous_page_wrong_rss(k: RefKernel, proc: Process, cpu: int, vma: VmaView,
+                                addr: int, write: bool) -> int:
+    """do_anonymous_page that charges a new anon page to the file counter."""
+    if vma.flags & VM_SHARED:
+        return VM_FAULT_SIGBUS
+    prot = rf.vm_page_prot(k, proc, vma)
+    if not write:
+        k.tables.set_pte_at(proc.mm, addr, pt.pte_mkspecial(pt.pfn_pte(k.zero_pfn, prot)))
+        return 0
+    page = k.alloc_user_page(PageKind.ANON, rf.GFP_ZEROED_USER_PAGE, cpu)
+    if page is None:
+        return VM_FAULT_OOM
+    page.index = rf.linear_page_index(vma, addr)
+    entry = pt.pfn_pte(page.pfn, prot)
+    if vma.flags & VM_WRITE:
+        entry = pt.pte_mkwrite(pt.pte_mkdirty(entry))
+    proc.rss[RSS_OF[PageKind.FILE]] += 1  # MUTATION: the wrong counter
+    page.mapcount = 1
+    k.tables.set_pte_at(proc.mm, addr, entry)
+    return 0
+
+
+def do_wp_page_reuse_any_anon(k: RefKernel, proc: Process, cpu: int, vma: VmaView, addr: int,
+                              entry: int) -> int:
+    """do_wp_page that reuses an anon page whatever its mapcount."""
+    old = k.normal_page(entry)
+    shared_writable = vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED
+    if old is None:
+        if shared_writable:
+            return rf.wp_page_reuse(k, proc, vma, addr, entry)
+        return rf.wp_page_copy(k, proc, cpu, vma, addr, None)
+    if old.kind is PageKind.ANON:
+        return rf.wp_page_reuse(k, proc, vma, addr, entry)  # MUTATION: mapcount not checked
+    if shared_writable:
+        return rf.wp_page_reuse(k, proc, vma, addr, entry)
+    return rf.wp_page_copy(k, proc, cpu, vma, addr, old)
+
+
+def wp_page_copy_no_flush(k: RefKernel, proc: Process, cpu: int, vma: VmaView, addr: int,
+                          old: Page | None) -> int:
+    """wp_page_copy that clears the old PTE without flushing it from the TLBs."""
+    gfp_mask = rf.GFP_ZEROED_USER_PAGE if old is None else rf.GFP_USER_PAGE
+    new = k.alloc_user_page(PageKind.ANON, gfp_mask, cpu)
+    if new is None:
+        return VM_FAULT_OOM
+    if old is not None and old.data is not None:
+        new.write(0, bytes(old.data))
+    new.index = rf.linear_page_index(vma, addr)
+    if old is None:
+        proc.rss[RSS_OF[PageKind.ANON]] += 1
+    elif old.kind is not PageKind.ANON:
+        proc.rss[RSS_OF[old.kind]] -= 1
+        proc.rss[RSS_OF[PageKind.ANON]] += 1
+    entry = rf.maybe_mkwrite(pt.pte_mkdirty(pt.pfn_pte(new.pfn, rf.vm_page_prot(k, proc, vma))),
+                             vma)
+    k.tables.ptep_get_and_clear(proc.mm, addr)  # MUTATION: no flush_tlb_page
+    new.mapcount = 1
+    k.tables.set_pte_at(proc.mm, addr, entry)
+    if old is not None:
+        old.mapcount -= 1
+        k.put_page(old, cpu)
+    return VM_FAULT_WRITE
+
+
+# -- the mutants --------------------------------------------------------------------------------
+
+
+class ForkLeavesParentWritable(MutantKernel):
+    """Fork write-protects the child's COW PTEs but not the parent's."""
+
+    target = "FAULT-I1"
+    patches: ClassVar[Patches] = {(rk, "copy_one_pte"): copy_one_pte_no_parent_wrprotect}
+
+
+class ForkSkipsGetPage(MutantKernel):
+    """Fork maps the parent's pages into the child without taking a reference."""
+
+    target = "FAULT-I2"
+    patches: ClassVar[Patches] = {(rk, "copy_one_pte"): copy_one_pte_no_get_page}
+
+
+class AnonFaultCountsAsFile(MutantKernel):
+    """An anonymous write fault counts its new page in MM_FILEPAGES instead of MM_ANONPAGES."""
+
+    target = "FAULT-I3"
+    patches: ClassVar[Patches] = {(rf, "do_anonymous_page"): do_anonymous_page_wrong_rss}
+
+
+class ZeroPageMappedWritable(MutantKernel):
+    """An anonymous read fault in a writable VMA maps the zero page writable."""
+
+    target = "FAULT-I4"
+    patches: ClassVar[Patches] = {(rf, "do_anonymous_page"): do_anonymous_page_writable_zero}
+
+
+class CowReusesSharedAnonPage(MutantKernel):
+    """do_wp_page reuses an anon page that is still mapped in another mm."""
+
+    target = "FAULT-I5"
+    patches: ClassVar[Patches] = {(rf, "do_wp_page"): do_wp_page_reuse_any_anon}
+
+
+class CowBreakWithoutFlush(MutantKernel):
+    """Breaking COW replaces the PTE without flushing the old translation from the TLBs."""
+
+    target = "FAULT-I6"
+    patches: ClassVar[Patches] = {(rf, "wp_page_copy"): wp_page_copy_no_flush}
+
+
+class MunmapWithoutFlush(MutantKernel):
+    """munmap zaps the PTEs and frees the pages without flushing the TLBs."""
+
+    target = "FAULT-I6"
+
+    def _unmap_region(self, proc: Process, cpu: int, ranges: list[tuple[int, int]],
+                      floor: int, ceiling: int) -> None:
+        flush = self.tlb.flush_tlb_mm_range
+        self.tlb.flush_tlb_mm_range = lambda *args, **kw: 0  # type: ignore[method-assign]
+        try:  # MUTATION: the range flush is skipped
+            super()._unmap_region(proc, cpu, ranges, floor, ceiling)
+        finally:
+            self.tlb.flush_tlb_mm_range = flush  # type: ignore[method-assign]
+
+
+class ExitLeaksTables(MutantKernel):
+    """Exit frees the pages but never the process's table pages and PGD."""
+
+    target = "FAULT-I7"
+
+    def _exit_mmap(self, proc: Process, cpu: int) -> None:
+        teardown = self.tables.mm_teardown
+        self.tables.mm_teardown = lambda mm: 0  # type: ignore[method-assign]  # MUTATION
+        try:
+            super()._exit_mmap(proc, cpu)
+        finally:
+            self.tables.mm_teardown = teardown  # type: ignore[method-assign]
+
+
+class CopyFromUserStaleTail(MutantKernel):
+    """copy_from_user leaves stale bytes in the part of the buffer it could not copy."""
+
+    target = "FAULT-R1"
+
+    def copy_from_user(self, cpu: int, addr: int, n: int) -> tuple[int, bytes] | int:
+        result = super().copy_from_user(cpu, addr, n)
+        if isinstance(result, int) or not result[0]:
+            return result
+        left, buffer = result
+        return left, buffer[:n - left] + b"\xaa" * left  # MUTATION: no zero fill
