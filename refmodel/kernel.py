@@ -54,7 +54,7 @@ EINVAL: Final = -Errno.EINVAL
 ENOMEM: Final = -Errno.ENOMEM
 ESRCH: Final = -Errno.ESRCH
 EBUSY: Final = -Errno.EBUSY
-ENOSYS: Final = -38
+ENOSYS: Final = -Errno.ENOSYS
 PAGE_SIZE: Final = pt.PAGE_SIZE
 #: How often one access may fault before the kernel gives up on its parts: a handled fault
 #: always makes the retried access succeed in 4.6, so a third fault means a part misbehaves.

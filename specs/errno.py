@@ -34,6 +34,8 @@ class Errno(enum.IntEnum):
     EMFILE = 24
     EFBIG = 27
     ENOSPC = 28
+    ERANGE = 34
+    ENOSYS = 38
     EOVERFLOW = 75
 
 

@@ -9,7 +9,6 @@ group, or a ``module:attribute`` path.  The object found is either an :class:`Im
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -18,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from stateful_tests.suites import SUITES, available_suites
+from stateful_tests.suites import SUITES, available_suites, load
 
 ENTRY_POINT_GROUP = "vmconform.implementations"
 #: The subsystems with a working state machine and both bundled models, in spec order.
@@ -58,11 +57,7 @@ class UnknownImplementation(LookupError):
 
 def load_object(path: str) -> Any:
     """``package.module:attr.sub`` -> the object."""
-    module_name, _, attr = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split(".") if attr else []:
-        obj = getattr(obj, part)
-    return obj
+    return load(path)
 
 
 def _as_implementation(name: str, obj: Any) -> Implementation:
