@@ -72,8 +72,15 @@ class Journal:
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and flush it to the OS."""
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps(record, default=_journal_value) + "\n")
             self._file.flush()
+
+
+def _journal_value(value: object) -> object:
+    """What JSON cannot hold: bytes as hex (write data), anything else by its repr."""
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": value.hex()}
+    return repr(value)
 
 
 def describe_call(op: str, args: dict[str, Any]) -> str:

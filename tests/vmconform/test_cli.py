@@ -42,7 +42,8 @@ def test_list_shows_builtins_and_checks():
 #: One mutant per subsystem other than buddy, whose reproducer must replay through the
 #: generic trace (handles recorded by id, rules called as do_<rule>).
 OTHER_SUBSYSTEM_MUTANTS = {
-    "pagetable": "PAGETABLE-I3", "tlb": "TLB-I1", "vma": "VMA-I1", "slub": "SLUB-I1"}
+    "pagetable": "PAGETABLE-I3", "tlb": "TLB-I1", "vma": "VMA-I1", "slub": "SLUB-I1",
+    "fault": "FAULT-I1"}
 
 
 def mutant_of(subsystem: str, target: str) -> str:
