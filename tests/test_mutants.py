@@ -9,6 +9,8 @@ cost (``tests/vmconform`` covers shrinking and reproducers).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from invariants.registry import LOCKSTEP, PLUGIN
@@ -31,7 +33,7 @@ MUTANTS = mutants()
 SUBSYSTEMS = list(registry.SUBSYSTEMS)
 
 
-def subsystem_of(mutant: type) -> str:
+def subsystem_of(mutant: Any) -> str:
     """``BUDDY-I3`` -> ``buddy``: a check ID's prefix names its subsystem."""
     return str(mutant.target).split("-", 1)[0].lower()
 
@@ -50,7 +52,7 @@ def plugin_trouble(report: RunReport) -> str:
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda cls: f"{cls.target}-{cls.__name__}")
-def test_mutant_is_caught_by_its_target(mutant: type) -> None:
+def test_mutant_is_caught_by_its_target(mutant: Any) -> None:
     """Contract mode with only the target check enabled reports that check failed, with steps."""
     report = run_check(impl_name(mutant), subsystem=subsystem_of(mutant), mode="contract",
                        only=frozenset({mutant.target}), shrink_more=False, shrink=False,

@@ -6,17 +6,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from typing import Any
 
 
-def mutants() -> list[type]:
+def mutants() -> list[Any]:
     """Every mutant class in this package: a class defined in one of its modules whose
     ``target`` is a non-empty string, in (module, source line) order."""
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         for _name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and isinstance(getattr(cls, "target", None),
-                                                                  str) and cls.target:
+            target = getattr(cls, "target", None)
+            if cls.__module__ == module.__name__ and isinstance(target, str) and target:
                 found.append((module.__name__, inspect.getsourcelines(cls)[1], cls))
     return [cls for _module, _line, cls in sorted(found, key=lambda item: item[:2])]
 
