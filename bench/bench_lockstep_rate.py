@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     enabled = frozenset(c.id for c in checks_for("buddy")) | {LOCKSTEP, PLUGIN}
     factory = resolve(args.impl).factories["buddy"]
-    rows = [("trivial machine", TrivialMachine)]
+    rows: list[tuple[str, type[RuleBasedStateMachine]]] = [("trivial machine", TrivialMachine)]
     for mode in ("lockstep", "contract"):
         caps = factory(preset("tiny")).capabilities
         spec = MachineSpec(factory=factory, impl_name=args.impl, mode=mode,
