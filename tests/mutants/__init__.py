@@ -3,10 +3,54 @@ each naming its ``target``), ``plugins`` the misbehaving plug-ins for the PLUGIN
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import inspect
 import pkgutil
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from types import ModuleType
+from typing import Any, ClassVar
+
+#: (module, global name) -> the broken copy used instead
+Patches = Mapping[tuple[ModuleType, str], Callable[..., Any]]
+
+
+@contextlib.contextmanager
+def swapped(patches: Patches) -> Iterator[None]:
+    """Each (module, name) global replaced by its broken copy while the body runs, and the
+    original put back afterwards, even on an exception: refmodel itself is never edited."""
+    saved = {key: getattr(*key) for key in patches}
+    try:
+        for (module, name), broken in patches.items():
+            setattr(module, name, broken)
+        yield
+    finally:
+        for (module, name), original in saved.items():
+            setattr(module, name, original)
+
+
+class PatchedOperations:
+    """Mixin: the contract operations named in ``operations`` run inside ``_patched()``, so
+    a mutant's broken copies apply to what the machine drives and never to its boot."""
+
+    operations: ClassVar[tuple[str, ...]] = ()
+
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name in type(self).operations and getattr(type(self), "patches", None):
+            patched = super().__getattribute__("_patched")
+
+            @functools.wraps(value)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                with patched():
+                    return value(*args, **kwargs)
+
+            return call
+        return value
 
 
 def mutants() -> list[Any]:

@@ -21,7 +21,7 @@ line keeps a broken counter from hanging the run after the bug has been reported
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -38,6 +38,7 @@ from specs.machine import (
     effective_min_free_kbytes,
     per_zone_wmarks,
 )
+from tests.mutants import swapped
 
 #: gfp.__GFP_BITS_MASK, spelled so that class bodies can use it (no name mangling).
 GFP_BITS_MASK: Final = gfp.__GFP_BITS_MASK
@@ -56,16 +57,8 @@ class MutantBuddy(RefBuddy):
     #: refmodel.buddy global name -> the broken copy used instead
     patches: ClassVar[Mapping[str, Callable[..., Any]]] = {}
 
-    @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        saved = {name: getattr(rb, name) for name in self.patches}
-        try:
-            for name, broken in self.patches.items():
-                setattr(rb, name, broken)
-            yield
-        finally:
-            for name, original in saved.items():
-                setattr(rb, name, original)
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        return swapped({(rb, name): broken for name, broken in self.patches.items()})
 
     def alloc_pages(self, gfp_mask: int, order: int, cpu: int = 0) -> int | None:
         """RefBuddy.alloc_pages with the patches in place."""

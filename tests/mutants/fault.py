@@ -10,10 +10,7 @@ edited); the changed line carries ``# MUTATION:``.
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator, Mapping
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from refmodel import fault as rf
 from refmodel import fork as rk
@@ -26,42 +23,23 @@ if TYPE_CHECKING:
     from refmodel.fault import Page
     from refmodel.kernel import Process
 
-Patches = Mapping[tuple[ModuleType, str], Callable[..., Any]]
+from tests.mutants import PatchedOperations, Patches, swapped
+
 OPERATIONS = ("spawn", "fork", "exit", "switch", "read", "write", "copy_from_user",
               "copy_to_user", "mmap", "munmap", "mprotect", "mremap", "brk")
 
 
-class MutantKernel(RefKernel):
+class MutantKernel(PatchedOperations, RefKernel):
     """RefKernel with some refmodel functions replaced by broken copies during every contract
     operation (restored afterwards, even on an exception)."""
 
     subsystem: ClassVar[str] = "fault"
     target: ClassVar[str] = ""
     patches: ClassVar[Patches] = {}
+    operations: ClassVar[tuple[str, ...]] = OPERATIONS
 
-    @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        saved = {key: getattr(key[0], key[1]) for key in self.patches}
-        try:
-            for (module, name), broken in self.patches.items():
-                setattr(module, name, broken)
-            yield
-        finally:
-            for (module, name), original in saved.items():
-                setattr(module, name, original)
-
-    def __getattribute__(self, name: str) -> Any:
-        value = super().__getattribute__(name)
-        if name in OPERATIONS and type(self).patches:
-            patched = super().__getattribute__("_patched")
-
-            @functools.wraps(value)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                with patched():
-                    return value(*args, **kwargs)
-
-            return call
-        return value
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        return swapped(self.patches)
 
 
 # -- broken copies ------------------------------------------------------------------------------

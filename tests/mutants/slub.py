@@ -10,10 +10,7 @@ edited); the changed line carries ``# MUTATION:``.
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator, Mapping
-from types import ModuleType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 
@@ -24,12 +21,13 @@ from refmodel.slub_debug import Cache, Slab
 from specs.slub import SLUB_RED_ACTIVE, kmalloc_index
 
 #: (module, global name) -> the broken copy used instead
-Patches = Mapping[tuple[ModuleType, str], Callable[..., Any]]
+from tests.mutants import PatchedOperations, Patches, swapped
+
 OPERATIONS = ("kmem_cache_create", "kmem_cache_alloc", "kmem_cache_free", "kmem_cache_destroy",
               "kmem_cache_shrink", "kmalloc", "kfree", "ksize", "write")
 
 
-class MutantSlub(RefSlub):
+class MutantSlub(PatchedOperations, RefSlub):
     """RefSlub with some refmodel functions replaced by broken copies during every contract
     operation (restored afterwards, even on an exception)."""
 
@@ -37,29 +35,10 @@ class MutantSlub(RefSlub):
     target: ClassVar[str] = ""
     #: (module, global name) -> the broken copy used instead
     patches: ClassVar[Patches] = {}
+    operations: ClassVar[tuple[str, ...]] = OPERATIONS
 
-    @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        saved = {key: getattr(key[0], key[1]) for key in self.patches}
-        try:
-            for (module, name), broken in self.patches.items():
-                setattr(module, name, broken)
-            yield
-        finally:
-            for (module, name), original in saved.items():
-                setattr(module, name, original)
-
-    def __getattribute__(self, name: str) -> Any:
-        value = super().__getattribute__(name)
-        if name in OPERATIONS and type(self).patches:
-            patched = super().__getattribute__("_patched")
-
-            @functools.wraps(value)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                with patched():
-                    return value(*args, **kwargs)
-            return call
-        return value
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        return swapped(self.patches)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ check that must catch it in contract mode with only that check enabled
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from refmodel import tlb as rt
@@ -33,12 +33,13 @@ from specs.tlb import (
     pte_pfn,
     vpage_of,
 )
+from tests.mutants import PatchedOperations, swapped
 
 OPS = ("switch_mm", "enter_lazy_tlb", "access", "flush_tlb_mm_range", "flush_tlb_page",
        "flush_tlb_all", "flush_tlb_kernel_range")
 
 
-class MutantTlb(RefTlb):
+class MutantTlb(PatchedOperations, RefTlb):
     """RefTlb with some ``refmodel.tlb`` functions replaced while each operation runs."""
 
     target: ClassVar[str] = ""
@@ -46,25 +47,10 @@ class MutantTlb(RefTlb):
     #: refmodel.tlb global name -> the broken copy used instead
     patches: ClassVar[Mapping[str, Callable[..., Any]]] = {}
 
-    @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        saved = {name: getattr(rt, name) for name in self.patches}
-        try:
-            for name, broken in self.patches.items():
-                setattr(rt, name, broken)
-            yield
-        finally:
-            for name, original in saved.items():
-                setattr(rt, name, original)
+    operations: ClassVar[tuple[str, ...]] = OPS
 
-    def __getattribute__(self, name: str) -> Any:
-        value = super().__getattribute__(name)
-        if name in OPS and type(self).patches:
-            def patched(*args: Any, **kwargs: Any) -> Any:
-                with self._patched():
-                    return value(*args, **kwargs)
-            return patched
-        return value
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        return swapped({(rt, name): broken for name, broken in self.patches.items()})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from specs.vma import (
     MmView,
     page_align,
 )
+from tests.mutants import swapped
 
 _MODULES = (vma_core, vma_calls)
 #: refmodel function name -> the broken copy used instead
@@ -43,19 +44,9 @@ class MutantVma(RefAddressSpace):
     subsystem: ClassVar[str] = "vma"
     patches: ClassVar[Mapping[str, Callable[..., Any]]] = {}
 
-    @contextlib.contextmanager
-    def _patched(self) -> Iterator[None]:
-        saved: list[tuple[Any, str, Any]] = []
-        try:
-            for name, fn in self.patches.items():
-                for module in _MODULES:
-                    if hasattr(module, name):
-                        saved.append((module, name, getattr(module, name)))
-                        setattr(module, name, fn)
-            yield
-        finally:
-            for module, name, original in reversed(saved):
-                setattr(module, name, original)
+    def _patched(self) -> contextlib.AbstractContextManager[None]:
+        return swapped({(module, name): fn for name, fn in self.patches.items()
+                        for module in _MODULES if hasattr(module, name)})
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
              offset: int = 0) -> int:
