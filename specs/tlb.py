@@ -73,8 +73,6 @@ class Capability(enum.Enum):
     #: remote full flushes when the sender is not running the mm, leave_mm on lazy CPUs.
     #: Without it only the safety of a flush is checked, and lockstep is not meaningful.
     EXACT_FLUSH = "exact_flush"
-    #: the name vmconform's "auto" mode looks for in every subsystem (an alias, not a member)
-    EXACT_PLACEMENT = "exact_flush"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)

@@ -36,14 +36,15 @@ def main() -> None:
 
 
 def _modes_for(impl: str, subsystem: str, mode: str) -> list[str]:
-    """'auto': lockstep for implementations that claim 4.6's exact choices (the subsystem's
-    EXACT_PLACEMENT capability, where its Capability enum has one), else contract."""
+    """'auto': lockstep for implementations that claim 4.6's exact choices (the capability
+    the subsystem's Suite names as exact), else contract."""
     if mode != "auto":
         return list(MODES) if mode == "both" else [mode]
     try:
         factory = registry.resolve(impl).factories[subsystem]
         caps = getattr(factory, "capabilities", None)
-        exact = getattr(SUITES[subsystem].capability_type(), "EXACT_PLACEMENT", None)
+        suite = SUITES[subsystem]
+        exact = getattr(suite.capability_type(), suite.exact_capability, None)
         if caps is None and impl in registry.BUILTINS:
             return ["lockstep"]
         if caps is not None and exact is not None and exact not in caps:
