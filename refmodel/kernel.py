@@ -21,6 +21,7 @@ import attrs
 
 from refmodel import fault
 from refmodel.buddy import RefBuddy
+from refmodel.fail_page_alloc import FailPageAlloc
 from refmodel.fault import Inode, Page
 from refmodel.fork import can_dup, copy_page_range, dup_address_space
 from refmodel.pagetable import RefPageTables
@@ -89,7 +90,9 @@ class RefKernel:
                  parts: Mapping[str, PartFactory] | None = None) -> None:
         chosen = dict(parts or {})
         self.config = config
-        self.pages: PageAllocator = chosen.get("buddy", RefBuddy)(config)  # type: ignore[assignment]
+        buddy: PageAllocator = chosen.get("buddy", RefBuddy)(config)  # type: ignore[assignment]
+        #: every part allocates through the injector, so a failure can hit any allocation
+        self.pages = FailPageAlloc(buddy)
         self.tables: PageTables = chosen.get("pagetable", RefPageTables)(  # type: ignore[assignment]
             config, self.pages)
         self.tlb: Tlb = chosen.get("tlb", RefTlb)(config, self)  # type: ignore[assignment]
@@ -110,7 +113,9 @@ class RefKernel:
         self.stray: set[int] = set()
         self.next_pid = 1
         self.next_inode = 1
-        caps = {Capability.FORK} if can_dup(self._space()) else set()
+        caps = {Capability.FAIL_PAGE_ALLOC}
+        if can_dup(self._space()):
+            caps.add(Capability.FORK)
         if not chosen:
             caps.add(Capability.EXACT)
         self.capabilities: frozenset[Capability] = frozenset(caps)
@@ -118,6 +123,10 @@ class RefKernel:
     def _space(self) -> AddressSpace:
         space: AddressSpace = self._new_space(self.config)  # type: ignore[assignment]
         return space
+
+    def fail_page_alloc(self, times: int, space: int = 0) -> int:
+        """Arm page-allocation fault injection (``refmodel/fail_page_alloc.py``)."""
+        return self.pages.arm(times, space)
 
     # -- the TranslationSource the TLB walks ----------------------------------------------------
 

@@ -78,6 +78,9 @@ class Capability(enum.Enum):
     #: every part is the reference model's or declares exact placement and flushes, so
     #: lockstep comparison with refmodel (pfns included) is meaningful
     EXACT = "exact"
+    #: fail_page_alloc() injects page-allocation failures [4.6: mm/page_alloc.c
+    #: should_fail_alloc_page]
+    FAIL_PAGE_ALLOC = "fail_page_alloc"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -260,6 +263,13 @@ class Kernel(Protocol):
 
     def view(self) -> KernelView:
         """A snapshot of processes, pages and page caches."""
+        ...
+
+    def fail_page_alloc(self, times: int, space: int = 0) -> int:
+        """Arm page-allocation fault injection like 4.6's fail_page_alloc (probability
+        100, interval 1, no ignored flags): once ``space`` pages are spent, the next
+        ``times`` allocations (-1: every one) fail, except __GFP_NOFAIL ones; ``times`` 0
+        disarms.  0, or -EINVAL for times < -1 or space < 0.  Needs FAIL_PAGE_ALLOC."""
         ...
 
 

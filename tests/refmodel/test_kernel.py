@@ -151,3 +151,27 @@ def test_composed_from_fastmodel_page_tables():
     assert (k.read(0, addr, 1), k.read(1, addr, 1)) == (b"p", b"c")
     assert k.exit(child) == k.exit(parent) == 0
     assert k.view().pages == ()
+
+
+def _free(k: RefKernel) -> int:
+    return sum(end - start for start, end in k.pages.view().free_spans)
+
+
+def test_fail_page_alloc_fails_the_fault_after_space_and_leaks_nothing():
+    """space 4 lets three pages through (the PUD, PMD and PTE tables of a fresh region) and
+    fails the fourth (the data page): the fault reports VM_FAULT_OOM, the tables stay linked,
+    nothing else is held."""
+    from specs.kernel import VM_FAULT_OOM
+
+    k, pid = boot()
+    addr = k.mmap(pid, 0, 4 * PAGE, RW, ANON)
+    free = _free(k)
+    assert k.fail_page_alloc(1, space=4) == 0
+    result = k.write(0, addr, b"x")
+    assert isinstance(result, FaultResult)
+    assert (result.signal, result.vm_fault & VM_FAULT_OOM) == (0, VM_FAULT_OOM)
+    assert k.view().pages == ()
+    assert free - _free(k) == 3  # PUD, PMD and PTE tables, linked and kept
+    assert k.write(0, addr, b"x") == 1  # times was 1: the retry succeeds
+    assert k.fail_page_alloc(-2) < 0
+    assert k.fail_page_alloc(0, space=-1) < 0
