@@ -10,6 +10,7 @@ nothing" testable without filling memory first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -45,6 +46,9 @@ class FailPageAlloc:
         self.config = inner.config
         self.capabilities = inner.capabilities
         self.attr = FailAttr()
+        #: called as ``on_exhausted(gfp_mask, order)`` when the allocator itself failed (not
+        #: an injected failure): the composed kernel runs the OOM killer there
+        self.on_exhausted: Callable[[int, int], None] | None = None
 
     def arm(self, times: int, space: int = 0) -> int:
         """Fail the next ``times`` allocations (-1: all) once ``space`` is spent;
@@ -75,7 +79,12 @@ class FailPageAlloc:
         # so an injected failure neither reclaims nor calls the OOM killer
         if 0 <= order and self.should_fail(gfp_mask, order):
             return None
-        return self.inner.alloc_pages(gfp_mask, order, cpu)
+        pfn = self.inner.alloc_pages(gfp_mask, order, cpu)
+        if pfn is None and 0 <= order and self.on_exhausted is not None:
+            # [4.6: mm/page_alloc.c __alloc_pages_slowpath, __alloc_pages_may_oom] the slow
+            # path's last resort once reclaim made no progress
+            self.on_exhausted(gfp_mask, order)
+        return pfn
 
     def free_pages(self, pfn: int, order: int, cpu: int = 0) -> int:
         return self.inner.free_pages(pfn, order, cpu)

@@ -24,6 +24,8 @@ from refmodel.buddy import RefBuddy
 from refmodel.fail_page_alloc import FailPageAlloc
 from refmodel.fault import Inode, Page
 from refmodel.fork import can_dup, copy_page_range, dup_address_space
+from refmodel.oom import OOM46, Oom46
+from refmodel.oom_kernel import OomKiller, OomTask, mm_populate
 from refmodel.pagetable import RefPageTables
 from refmodel.tlb import RefTlb
 from refmodel.vma import RefAddressSpace
@@ -35,7 +37,9 @@ from specs.errno import Errno
 from specs.kernel import (
     RSS_OF,
     SI_KERNEL,
+    SIGKILL,
     SIGSEGV,
+    VM_FAULT_OOM,
     Capability,
     FaultResult,
     InodeView,
@@ -49,13 +53,26 @@ from specs.machine import MachineConfig
 from specs.pagetable import Level, PageTables
 from specs.tlb import TLB_FLUSH_ALL, Outcome, Tlb
 from specs.tlb import is_canonical as tlb_canonical
-from specs.vma import MAP_FIXED, MREMAP_FIXED, O_RDWR, AddressSpace, MmView, page_align
+from specs.vma import (
+    MAP_FIXED,
+    MAP_NONBLOCK,
+    MAP_POPULATE,
+    MREMAP_FIXED,
+    O_RDWR,
+    VM_LOCKED,
+    AddressSpace,
+    MmView,
+    page_align,
+)
 
 EINVAL: Final = -Errno.EINVAL
 ENOMEM: Final = -Errno.ENOMEM
 ESRCH: Final = -Errno.ESRCH
 EBUSY: Final = -Errno.EBUSY
 ENOSYS: Final = -Errno.ENOSYS
+#: what a system call made on behalf of a process with SIGKILL pending returns (it never
+#: makes one: it dies on its way back to user mode)
+EINTR: Final = -Errno.EINTR  # [Simplified: such a call is refused outright]
 PAGE_SIZE: Final = pt.PAGE_SIZE
 #: How often one access may fault before the kernel gives up on its parts: a handled fault
 #: always makes the retried access succeed in 4.6, so a third fault means a part misbehaves.
@@ -80,14 +97,21 @@ class Process:
     files: dict[int, int] = attrs.Factory(dict)
     #: get_mm_counter per RssMember [4.6: mm_struct rss_stat]
     rss: list[int] = attrs.Factory(lambda: [0, 0, 0, 0])
+    #: oom_score_adj, credentials, SIGKILL and TIF_MEMDIE (``refmodel/oom_kernel.py``)
+    oom: OomTask = attrs.Factory(OomTask)
 
 
 class RefKernel:
     """The reference composition; ``parts`` maps buddy/pagetable/tlb/vma to factories used
-    instead of refmodel's."""
+    instead of refmodel's.  ``oom=False`` builds the kernel without the OOM killer (no
+    Capability.OOM), as a kernel that does not implement it behaves."""
+
+    #: the OOM decisions (a mutant swaps in a broken variant) and the glue that applies them
+    oom_policy: Oom46 = OOM46
+    oom_killer: type[OomKiller] = OomKiller
 
     def __init__(self, config: MachineConfig,
-                 parts: Mapping[str, PartFactory] | None = None) -> None:
+                 parts: Mapping[str, PartFactory] | None = None, *, oom: bool = True) -> None:
         chosen = dict(parts or {})
         self.config = config
         buddy: PageAllocator = chosen.get("buddy", RefBuddy)(config)  # type: ignore[assignment]
@@ -114,6 +138,11 @@ class RefKernel:
         self.next_pid = 1
         self.next_inode = 1
         caps = {Capability.FAIL_PAGE_ALLOC}
+        self.oom: OomKiller | None = None
+        if oom:
+            self.oom = self.oom_killer(self, self.oom_policy)
+            self.pages.on_exhausted = self.oom.alloc_failed
+            caps.add(Capability.OOM)
         if can_dup(self._space()):
             caps.add(Capability.FORK)
         if not chosen:
@@ -208,6 +237,8 @@ class RefKernel:
     def spawn(self) -> int:
         """A freshly exec'd process: an address space with its stack, an empty PGD
         [4.6: fs/exec.c bprm_mm_init; kernel/fork.c mm_alloc]."""
+        if self.oom is not None:
+            self.oom.current = None  # exec'd by no process the model knows
         mm = self.tables.mm_alloc()
         if mm is None:
             return ENOMEM
@@ -222,6 +253,8 @@ class RefKernel:
         parent = self.procs.get(pid)
         if parent is None:
             return ESRCH
+        if self._dying(parent):
+            return EINTR
         if Capability.FORK not in self.capabilities:
             return ENOSYS
         cpu = self._cpu_of(parent)
@@ -232,7 +265,7 @@ class RefKernel:
         if mm is None:
             return ENOMEM
         child = Process(pid=self.next_pid, ppid=pid, mm=mm, space=space,
-                        files=dict(parent.files))
+                        files=dict(parent.files), oom=parent.oom.inherit())
         failed = 0
         for vma in parent.space.view().vmas:
             failed = copy_page_range(self, child, parent, vma.start, vma.end, vma.flags,
@@ -302,6 +335,27 @@ class RefKernel:
             return None
         return self.procs[self.running[cpu]]
 
+    def _dying(self, proc: Process) -> bool:
+        """Enter the kernel on proc's behalf: proc becomes current, and True means it has
+        SIGKILL pending, so it never runs user code (or makes a call) again and the
+        operation changes nothing (``specs/oom.md``, "A killed process")."""
+        if self.oom is None:
+            return False
+        self.oom.current = proc.pid
+        return proc.oom.sigkill
+
+    def _killed(self, addr: int) -> FaultResult:
+        """What a user access by a dying process returns: the SIGKILL it dies of."""
+        return FaultResult(signal=SIGKILL, si_code=SI_KERNEL, addr=addr)
+
+    def _user_fault(self, failed: FaultResult | None) -> FaultResult | None:
+        """A user-mode access that ended in VM_FAULT_OOM runs pagefault_out_of_memory; the
+        access is then reported as before (4.6 retries it, or the task dies).  [4.6:
+        arch/x86/mm/fault.c mm_fault_error]"""
+        if failed is not None and failed.vm_fault & VM_FAULT_OOM and self.oom is not None:
+            self.oom.pagefault()
+        return failed
+
     def _access(self, proc: Process, cpu: int, addr: int, write: bool) -> int | FaultResult:
         """The pfn one access reaches, faulting as needed."""
         if not tlb_canonical(addr):
@@ -353,15 +407,20 @@ class RefKernel:
         proc = self._current(cpu)
         if proc is None or n < 0 or addr < 0:
             return EINVAL
+        if self._dying(proc):
+            return self._killed(addr)
         out = bytearray(n)
-        failed = self._transfer(proc, cpu, addr, n, None, out)
+        failed = self._user_fault(self._transfer(proc, cpu, addr, n, None, out))
         return failed if failed is not None else bytes(out)
 
     def write(self, cpu: int, addr: int, data: bytes) -> int | FaultResult:
         proc = self._current(cpu)
         if proc is None or addr < 0:
             return EINVAL
-        failed = self._transfer(proc, cpu, addr, len(data), bytes(data), bytearray())
+        if self._dying(proc):
+            return self._killed(addr)
+        failed = self._user_fault(self._transfer(proc, cpu, addr, len(data), bytes(data),
+                                                 bytearray()))
         return failed if failed is not None else len(data)
 
     @staticmethod
@@ -375,7 +434,7 @@ class RefKernel:
         proc = self._current(cpu)
         if proc is None or n < 0:
             return EINVAL
-        if not self.access_ok(addr, n):
+        if not self.access_ok(addr, n) or self._dying(proc):
             return n, bytes(n)
         out = bytearray(n)
         failed = self._transfer(proc, cpu, addr, n, None, out)
@@ -390,7 +449,7 @@ class RefKernel:
         proc = self._current(cpu)
         if proc is None:
             return EINVAL
-        if not self.access_ok(addr, len(data)):
+        if not self.access_ok(addr, len(data)) or self._dying(proc):
             return len(data)
         failed = self._transfer(proc, cpu, addr, len(data), bytes(data), bytearray())
         return 0 if failed is None else len(data) - failed.done
@@ -404,6 +463,8 @@ class RefKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         if len(data) > max(size, 0):
             return EINVAL
         fd = proc.space.open_file(size, mode)
@@ -424,6 +485,8 @@ class RefKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mmap(addr, length, prot, flags, fd, offset)
         cpu = self._cpu_of(proc)
@@ -435,6 +498,10 @@ class RefKernel:
             if vma is not None and vma.file is not None and vma.file not in proc.files:
                 size = next(f.size for f in proc.space.view().files if f.ident == vma.file)
                 proc.files[vma.file] = self._new_inode(size, shmem=True)
+            if vma is not None and (vma.flags & VM_LOCKED or flags & (MAP_POPULATE | MAP_NONBLOCK)
+                                    == MAP_POPULATE):
+                # [4.6: mm/mmap.c do_mmap (*populate); mm/util.c vm_mmap_pgoff mm_populate]
+                mm_populate(self, proc, cpu, result, page_align(length))
         return result
 
     def munmap(self, pid: int, addr: int, length: int) -> int:
@@ -448,6 +515,8 @@ class RefKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result: int = getattr(proc.space, call)(*args)
         self._reconcile(proc, self._cpu_of(proc), before)
@@ -461,6 +530,8 @@ class RefKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mprotect(addr, length, prot)
         if result not in (0, ENOMEM):
@@ -485,6 +556,8 @@ class RefKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mremap(old_addr, old_len, new_len, flags, new_addr)
         cpu = self._cpu_of(proc)
@@ -601,7 +674,8 @@ class RefKernel:
             ProcessView(pid=p.pid, ppid=p.ppid, mm=p.mm, tlb_mm=self.tlb_mm(p),
                         rss=(p.rss[0], p.rss[1], p.rss[2], p.rss[3]),
                         cpu=self.running.index(p.pid) if p.pid in self.running else -1,
-                        files=tuple(sorted(p.files.items())))
+                        files=tuple(sorted(p.files.items())),
+                        oom=p.oom.view() if self.oom is not None else None)
             for p in sorted(self.procs.values(), key=lambda p: p.pid))
         pages = tuple(
             PageView(pfn=pg.pfn, kind=pg.kind, refcount=pg.refcount, mapcount=pg.mapcount,
@@ -613,7 +687,23 @@ class RefKernel:
             for n in sorted(self.inodes.values(), key=lambda n: n.ident))
         return KernelView(processes=procs, running=tuple(self.running), pages=pages,
                           inodes=inodes, zero_pfn=self.zero_pfn,
-                          stray=tuple(sorted(self.stray)))
+                          stray=tuple(sorted(self.stray)),
+                          oom=self.oom.view() if self.oom is not None else None)
+
+    # -- the OOM killer (``refmodel/oom_kernel.py``; -ENOSYS without Capability.OOM) -----------
+
+    def set_oom_score_adj(self, pid: int, value: int) -> int:
+        return ENOSYS if self.oom is None else self.oom.set_oom_score_adj(pid, value)
+
+    def set_credentials(self, pid: int, cap_sys_admin: bool, cap_sys_resource: bool) -> int:
+        return (ENOSYS if self.oom is None
+                else self.oom.set_credentials(pid, cap_sys_admin, cap_sys_resource))
+
+    def oom_score(self, pid: int) -> int:
+        return ENOSYS if self.oom is None else self.oom.oom_score(pid)
+
+    def oom_reap(self) -> int:
+        return ENOSYS if self.oom is None else self.oom.reap()
 
 
 # -- interval arithmetic over the address space's coverage ---------------------------------------

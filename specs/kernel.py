@@ -20,12 +20,14 @@ import attrs
 
 from specs.buddy import PageAllocator
 from specs.machine import MachineConfig
+from specs.oom import OomContext, OomResult, Task
 from specs.pagetable import PageTables
 from specs.tlb import Tlb
 from specs.vma import AddressSpace
 
 # -- signals and si_codes [4.6: include/uapi/asm-generic/signal.h, siginfo.h] -----------------
 SIGBUS: Final = 7
+SIGKILL: Final = 9
 SIGSEGV: Final = 11
 #: [4.6: include/uapi/asm-generic/siginfo.h] si_code values
 SEGV_MAPERR: Final = 1
@@ -81,6 +83,10 @@ class Capability(enum.Enum):
     #: fail_page_alloc() injects page-allocation failures [4.6: mm/page_alloc.c
     #: should_fail_alloc_page]
     FAIL_PAGE_ALLOC = "fail_page_alloc"
+    #: the OOM killer and its reaper (``specs/oom.md``): a genuine allocation failure or a
+    #: user fault with VM_FAULT_OOM runs out_of_memory; oom_score_adj, credentials,
+    #: oom_score() and oom_reap() are implemented, and the views carry ``oom``
+    OOM = "oom"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -131,6 +137,55 @@ class InodeView:
 
 
 @attrs.frozen
+class OomState:
+    """What the OOM killer keeps per process (``specs/oom.md``, "The OOM killer in the
+    composed kernel")."""
+
+    #: signal->oom_score_adj and signal->oom_score_adj_min (inherited at fork)
+    oom_score_adj: int = 0
+    oom_score_adj_min: int = 0
+    #: the credentials the OOM killer and the /proc writes test (inherited at fork)
+    cap_sys_admin: bool = False
+    cap_sys_resource: bool = False
+    #: SIGKILL pending: the process never runs user code again
+    sigkill: bool = False
+    #: TIF_MEMDIE: an OOM victim still holding its memory
+    memdie: bool = False
+    #: the OOM reaper has unmapped its memory (a model fact; 4.6.0 keeps no such flag)
+    reaped: bool = False
+
+
+@attrs.frozen
+class OomEvent:
+    """One out_of_memory call: what called it, the task descriptors it decided on (as they
+    were at that moment) and what it decided.  Checkers recompute the decision from
+    ``tasks`` and compare ``tasks`` with the views before the step."""
+
+    #: "alloc" (__alloc_pages_may_oom) or "pagefault" (pagefault_out_of_memory)
+    trigger: str
+    #: the failed allocation's gfp mask and order (0 and 0 for "pagefault")
+    gfp_mask: int
+    order: int
+    ctx: OomContext
+    tasks: tuple[Task, ...]
+    result: OomResult
+
+
+@attrs.frozen
+class OomView:
+    """The OOM killer's machine-wide state."""
+
+    #: totalram_pages + total_swap_pages: every managed page (there is no swap)
+    totalpages: int
+    #: every out_of_memory call since boot, oldest first
+    events: tuple[OomEvent, ...] = ()
+    #: oom_reaper_list, the next task to reap first (wake_oom_reaper pushes at the head)
+    reap_queue: tuple[int, ...] = ()
+    #: the panic() message once an OOM panicked (the model keeps running), else None
+    panic: str | None = None
+
+
+@attrs.frozen
 class ProcessView:
     """One task: its mm and the mm's counters."""
 
@@ -147,6 +202,8 @@ class ProcessView:
     cpu: int
     #: address-space file ident -> kernel inode
     files: tuple[tuple[int, int], ...]
+    #: the OOM killer's state; None for a kernel without Capability.OOM
+    oom: OomState | None = None
 
     @property
     def get_mm_rss(self) -> int:
@@ -168,6 +225,8 @@ class KernelView:
     zero_pfn: int
     #: pfns a user access reached that held no user page (only a stale TLB entry gets there)
     stray: tuple[int, ...] = ()
+    #: the OOM killer's state; None for a kernel without Capability.OOM
+    oom: OomView | None = None
 
     @functools.cached_property
     def by_pfn(self) -> dict[int, PageView]:
@@ -270,6 +329,25 @@ class Kernel(Protocol):
         100, interval 1, no ignored flags): once ``space`` pages are spent, the next
         ``times`` allocations (-1: every one) fail, except __GFP_NOFAIL ones; ``times`` 0
         disarms.  0, or -EINVAL for times < -1 or space < 0.  Needs FAIL_PAGE_ALLOC."""
+        ...
+
+    def set_oom_score_adj(self, pid: int, value: int) -> int:
+        """The process writes its own /proc/<pid>/oom_score_adj: 0, -EINVAL (outside
+        -1000..1000), -EACCES (below its minimum without CAP_SYS_RESOURCE) or -ESRCH.
+        Needs OOM."""
+        ...
+
+    def set_credentials(self, pid: int, cap_sys_admin: bool, cap_sys_resource: bool) -> int:
+        """Give the process these capabilities (commit_creds): 0 or -ESRCH.  Needs OOM."""
+        ...
+
+    def oom_score(self, pid: int) -> int:
+        """/proc/<pid>/oom_score, or -ESRCH.  Needs OOM."""
+        ...
+
+    def oom_reap(self) -> int:
+        """The OOM reaper takes the task at the head of its queue and reaps it: that pid,
+        or 0 when the queue is empty.  Needs OOM."""
         ...
 
 

@@ -105,6 +105,10 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           "refmodel.kernel:RefKernel", "fastmodel.kernel:FastKernel",
           description="page faults, fork, COW and exit on the composed kernel",
           exact_capability="EXACT"),
+    Suite("oom", "stateful_tests.oom_machine:make_oom_machine", "specs.kernel:Capability",
+          "refmodel.kernel:RefKernel", "fastmodel.kernel:FastKernel",
+          description="the OOM killer and its reaper on the composed kernel",
+          exact_capability="EXACT"),
 )}
 
 

@@ -177,3 +177,37 @@ def test_copy_to_user_breaks_cow_and_stops_at_readonly():
     assert k.mprotect(pid, addr + PAGE, PAGE, PROT_READ) == 0
     assert k.copy_to_user(0, addr + PAGE - 2, b"wxyz") == 2
     assert pte(k, pid, addr + PAGE) == 0
+
+
+def test_mprotect_round_trip_leaves_the_page_read_only_and_the_store_reuses_it():
+    """A private page made read-only and writable again keeps a read-only PTE (PAGE_COPY);
+    the next store finds it mapped once and reuses it in place (do_wp_page)."""
+    k, pid, addr = running()
+    assert k.write(0, addr, b"a") == 1
+    pfn = pt.pte_pfn(pte(k, pid, addr))
+    assert k.mprotect(pid, addr, PAGE, PROT_READ) == 0
+    assert k.mprotect(pid, addr, PAGE, RW) == 0
+    assert not pt.pte_write(pte(k, pid, addr))
+    free = free_pages(k)
+    assert k.write(0, addr, b"b") == 1
+    assert pt.pte_pfn(pte(k, pid, addr)) == pfn
+    assert pt.pte_write(pte(k, pid, addr))
+    assert free_pages(k) == free
+
+
+def test_cow_fault_failing_at_the_cache_page_puts_its_anon_page_back():
+    """A first store to a private file page allocates the anon copy, then the page-cache
+    page; when that second allocation fails the copy goes back and only VM_FAULT_OOM is
+    left (do_cow_fault)."""
+    k, pid, anon = running()
+    fd = k.open_file(pid, PAGE, data=b"seed")
+    addr = k.mmap(pid, 0, PAGE, RW, MAP_PRIVATE, fd)
+    assert k.read(0, anon, 1) == b"\0"  # the PTE table both mappings share exists now
+    pages, free = k.view().pages, free_pages(k)
+    assert k.fail_page_alloc(1, space=2) == 0  # the anon page passes, the cache page fails
+    result = k.write(0, addr, b"X")
+    assert isinstance(result, FaultResult)
+    assert result.vm_fault & VM_FAULT_OOM
+    assert (k.view().pages, free_pages(k)) == (pages, free)
+    assert k.write(0, addr, b"X") == 1
+    assert k.read(0, addr, 4) == b"Xeed"

@@ -140,3 +140,28 @@ def test_fork_under_allocation_failure_is_enomem_and_leaks_nothing():
     assert free_pages(k) == free
     assert k.view().pages == pages_before
     assert [p.pid for p in k.view().processes] == [parent]
+
+
+def test_fork_failing_at_each_allocation_in_turn_leaks_nothing():
+    """fail_page_alloc swept over one fork: every failure point (the PGD, then each child
+    table) gives -ENOMEM, no child and every page back; the first budget that suffices
+    forks."""
+    k = RefKernel(preset("tiny"))
+    parent = k.spawn()
+    k.switch(0, parent)
+    for flags in (MAP_PRIVATE | MAP_ANONYMOUS, MAP_SHARED | MAP_ANONYMOUS):
+        addr = k.mmap(parent, 0, 2 * PAGE, RW, flags)
+        assert k.write(0, addr, b"x") == 1
+    failures = 0
+    for space in range(12):
+        free, pages = free_pages(k), k.view().pages
+        assert k.fail_page_alloc(1, space) == 0
+        child = k.fork(parent)
+        if child > 0:
+            break
+        failures += 1
+        assert child == -12
+        assert (free_pages(k), k.view().pages) == (free, pages)
+        assert [p.pid for p in k.view().processes] == [parent]
+    assert failures >= 4  # the PGD, PUD, PMD and PTE table of the child
+    assert k.fail_page_alloc(0) == 0

@@ -1,8 +1,9 @@
-"""The hand-computed OOM tables reject every broken variant in ``tests/mutants/oom.py``.
+"""The hand-computed OOM tables reject every broken policy in ``tests/mutants/oom.py``.
 
-Until the OOM checkers exist (they need the composed kernel model of issue 5), this is how
-the formula, selection and kill mutants are caught: each must fail at least one row of the
-table that covers the function it breaks, and the failing rows are named in the message.
+Each broken ``Oom46`` must fail at least one row of the table that covers the function it
+breaks.  In a running kernel the same policies are registered mutants (kernels whose
+``oom_policy`` is the broken one), caught by the check their ``policy_target`` names; that is
+tests/test_mutants.py's business, and the last test here keeps the two layers in step.
 """
 
 from __future__ import annotations
@@ -39,15 +40,21 @@ def test_table_rejects_mutant(mutant: type[Oom46]) -> None:
 
 
 @pytest.mark.parametrize("mutant", oom_mutants.MUTANTS, ids=lambda cls: cls.__name__)
-def test_mutant_is_one_sentence_and_planned(mutant: type[Oom46]) -> None:
-    """Shaped like a registered mutant except for ``target``, so the mutant runner skips it
-    today and it can be registered by adding ``target`` when the checker lands."""
+def test_policy_is_one_sentence_and_not_a_kernel(mutant: type[Oom46]) -> None:
+    """A policy is no mutant by itself (no ``target``): the runner drives kernels."""
     assert mutant.__doc__
     assert mutant.__doc__.strip().endswith(".")
-    assert str(getattr(mutant, "planned_target", "")).startswith("OOM-")
     assert not hasattr(mutant, "target")
 
 
-def test_no_oom_mutant_is_registered_yet() -> None:
-    """The mutant runner (tests/test_mutants.py) does not see them: no OOM checker exists."""
-    assert [] == [cls for cls in mutants() if cls.__module__ == oom_mutants.__name__]
+def test_every_policy_runs_in_a_kernel_mutant_of_its_check() -> None:
+    """Each policy with a ``policy_target`` is the ``oom_policy`` of a registered kernel
+    mutant targeting that check; the one without (mm sharers) cannot occur with one task
+    per mm."""
+    kernels = {type(cls.oom_policy): cls.target for cls in mutants()
+               if cls.__module__ == oom_mutants.__name__ and hasattr(cls, "oom_policy")}
+    wanted = {cls: getattr(cls, "policy_target", "") for cls in oom_mutants.MUTANTS
+              if getattr(cls, "policy_target", "")}
+    assert wanted == {policy: kernels.get(policy) for policy in wanted}
+    assert [oom_mutants.SparesMmSharers] == [cls for cls in oom_mutants.MUTANTS
+                                             if not getattr(cls, "policy_target", "")]
