@@ -9,6 +9,7 @@ allocation of a 64 MiB fork, so it should cost one comparison when disarmed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from specs import gfp
@@ -34,6 +35,9 @@ class FailPageAlloc:
         self.times = 0
         #: [4.6: fault_attr.space] pages that still pass before the first failure
         self.space = 0
+        #: ``on_exhausted(gfp_mask, order)`` runs when the allocator itself failed (never
+        #: for an injected failure): the composed kernel's OOM killer
+        self.on_exhausted: Callable[[int, int], None] | None = None
 
     def arm(self, times: int, space: int = 0) -> int:
         """0, or -EINVAL for ``times`` < -1 or ``space`` < 0.  [Simplified: the model's own
@@ -61,7 +65,12 @@ class FailPageAlloc:
         # the zonelist walk: an injected failure neither reclaims nor OOM-kills
         if self.times and order >= 0 and self.should_fail(gfp_mask, order):
             return None
-        return self.inner.alloc_pages(gfp_mask, order, cpu)
+        pfn = self.inner.alloc_pages(gfp_mask, order, cpu)
+        if pfn is None and order >= 0 and self.on_exhausted is not None:
+            # [4.6: mm/page_alloc.c __alloc_pages_slowpath, __alloc_pages_may_oom] the last
+            # resort once reclaim has made no progress
+            self.on_exhausted(gfp_mask, order)
+        return pfn
 
     def free_pages(self, pfn: int, order: int, cpu: int = 0) -> int:
         return self.inner.free_pages(pfn, order, cpu)

@@ -396,7 +396,8 @@ def _populate_vma(k: FastKernel, proc: Proc, cpu: int, start: int, end: int) -> 
     """get_user_pages over [start, end) of one VMA [4.6: mm/gup.c populate_vma_page_range,
     __get_user_pages, check_vma_flags, faultin_page]: FOLL_WRITE for a private writable
     VMA; a page mapped well enough already is skipped.  The pages done before the first
-    failure, or -EFAULT (no access at all) / -ENOMEM when the first page fails."""
+    failure, or -EFAULT (no access at all) / -EINTR (SIGKILL pending) / -ENOMEM when the
+    first page fails."""
     vma = proc.space.find_vma(start)
     if vma is None:
         return -Errno.EFAULT
@@ -405,7 +406,10 @@ def _populate_vma(k: FastKernel, proc: Proc, cpu: int, start: int, end: int) -> 
     write = vma.flags & _RW_SHARED == VM_WRITE
     walk, mm = k.tables.walk, proc.mm
     done = 0
+    state = proc.oom
     for addr in range(start, end, PAGE_SIZE):
+        if state.sigkill:
+            return done or -Errno.EINTR  # fatal_signal_pending: the task is dying
         level, entry = walk(mm, addr)
         if level == Level.PTE and entry & _PRESENT and (entry & pt._PAGE_RW or not write):
             done += 1

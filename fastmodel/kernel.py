@@ -10,7 +10,9 @@ PTE and TLB entry after every call), built differently for speed:
   table at a time when the tables are FastPageTables (``fastmodel.kernel_ptes``), and apply
   the struct-page side of a zap or a copy to arrays of pfns at once; any other table part is
   driven through its contract, entry by entry;
-* the fault path (``fastmodel.fault``) is flattened onto memoryviews.
+* the fault path (``fastmodel.fault``) is flattened onto memoryviews;
+* the OOM killer (``fastmodel.oom_kernel``) takes its decisions from ``fastmodel.oom.FastOom``,
+  and its reaper zaps and releases like exit, a table and an array of pfns at a time.
 
 The default parts are fastmodel's; ``parts`` replaces any of them exactly as it does for the
 reference kernel.  Imports no reference-model code.
@@ -32,6 +34,8 @@ from fastmodel.fork import can_dup, copy_vma_ptes, dup_space
 from fastmodel.kernel_pages import Inode, PageFrames
 from fastmodel.kernel_ptes import I64, ranges_for
 from fastmodel.kernel_ranges import Interval, coverage, intersect, neighbours, subtract
+from fastmodel.oom import FAST_OOM
+from fastmodel.oom_kernel import OomKiller, OomPolicy, OomTask
 from fastmodel.pagetable import FastPageTables
 from fastmodel.tlb import FastTlb
 from fastmodel.vma import FastAddressSpace
@@ -42,7 +46,9 @@ from specs.buddy import PageAllocator
 from specs.errno import Errno
 from specs.kernel import (
     SI_KERNEL,
+    SIGKILL,
     SIGSEGV,
+    VM_FAULT_OOM,
     Capability,
     FaultResult,
     InodeView,
@@ -71,6 +77,9 @@ ENOMEM: Final = -Errno.ENOMEM
 ESRCH: Final = -Errno.ESRCH
 EBUSY: Final = -Errno.EBUSY
 ENOSYS: Final = -Errno.ENOSYS
+#: what a call made on behalf of a process with SIGKILL pending returns (4.6 never lets it
+#: make one: it dies on its way back to user mode)
+EINTR: Final = -Errno.EINTR  # [Simplified: such a call is refused outright]
 PAGE_SIZE: Final = pt.PAGE_SIZE
 #: a handled fault makes the retried access succeed in 4.6; a third fault on one access
 #: means a part misbehaves, and the kernel stops rather than loop
@@ -110,18 +119,23 @@ class Proc:
     files: dict[int, int] = attrs.Factory(dict)
     #: [4.6: mm_struct rss_stat] indexed by RssMember
     rss: list[int] = attrs.Factory(lambda: [0, 0, 0, 0])
+    #: oom_score_adj, credentials, SIGKILL and TIF_MEMDIE (``fastmodel/oom_kernel.py``)
+    oom: OomTask = attrs.Factory(OomTask)
 
 
 class FastKernel:
     """The fast composition; ``parts`` maps buddy/pagetable/tlb/vma to factories used
-    instead of fastmodel's.  [Simplified: no OOM killer yet (no Capability.OOM): a genuine
-    allocation failure only fails the call, as in ``RefKernel(oom=False)``.]"""
+    instead of fastmodel's.  ``oom=False`` leaves the OOM killer out (no Capability.OOM), as
+    ``RefKernel(oom=False)`` does."""
 
     #: what ``vmconform check --impl fastmodel.kernel:FastKernel`` implements
     subsystem: ClassVar[str] = "fault"
+    #: the OOM decisions (a mutant may swap in a broken policy) and the glue applying them
+    oom_policy: OomPolicy = FAST_OOM
+    oom_killer: type[OomKiller] = OomKiller
 
     def __init__(self, config: MachineConfig,
-                 parts: Mapping[str, PartFactory] | None = None) -> None:
+                 parts: Mapping[str, PartFactory] | None = None, *, oom: bool = True) -> None:
         chosen = dict(parts or {})
         make = {**DEFAULT_PARTS, **chosen}
         self.config = config
@@ -149,6 +163,11 @@ class FastKernel:
         self.next_inode = 1
         self._view: KernelView | None = None
         caps = {Capability.FAIL_PAGE_ALLOC}
+        self.oom: OomKiller | None = None
+        if oom:
+            self.oom = self.oom_killer(self, self.oom_policy)
+            self.pages.on_exhausted = self.oom.alloc_failed
+            caps.add(Capability.OOM)
         if can_dup(self._space()):
             caps.add(Capability.FORK)
         if not chosen:
@@ -259,6 +278,8 @@ class FastKernel:
     def spawn(self) -> int:
         """[4.6: fs/exec.c bprm_mm_init; kernel/fork.c mm_alloc] a new process with its
         stack VMA and an empty PGD."""
+        if self.oom is not None:
+            self.oom.current = None  # exec'd by no process the model knows
         mm = self.tables.mm_alloc()
         if mm is None:
             return ENOMEM
@@ -274,6 +295,8 @@ class FastKernel:
         parent = self.procs.get(pid)
         if parent is None:
             return ESRCH
+        if self._dying(parent):
+            return EINTR
         if Capability.FORK not in self.capabilities:
             return ENOSYS
         cpu = self._cpu_of(parent)
@@ -283,7 +306,8 @@ class FastKernel:
         mm = self.tables.mm_alloc()
         if mm is None:
             return ENOMEM
-        child = Proc(pid=self.next_pid, ppid=pid, mm=mm, space=space, files=dict(parent.files))
+        child = Proc(pid=self.next_pid, ppid=pid, mm=mm, space=space, files=dict(parent.files),
+                     oom=parent.oom.inherit())
         failed = 0
         for vma in parent.space.view().vmas:
             failed = copy_vma_ptes(self, child, parent, vma)
@@ -353,6 +377,22 @@ class FastKernel:
         pid = self.running[cpu]
         return None if pid == -1 else self.procs[pid]
 
+    def _dying(self, proc: Proc) -> bool:
+        """Enter the kernel on proc's behalf (it becomes current); True when it has SIGKILL
+        pending, so it makes no call and runs no user code again and the operation changes
+        nothing (``specs/oom.md``, "A killed process")."""
+        if self.oom is None:
+            return False
+        self.oom.current = proc.pid
+        return proc.oom.sigkill
+
+    def _user_fault(self, failed: FaultResult | None) -> FaultResult | None:
+        """A user access that ended in VM_FAULT_OOM runs pagefault_out_of_memory, and is
+        then reported unchanged.  [4.6: arch/x86/mm/fault.c mm_fault_error]"""
+        if failed is not None and failed.vm_fault & VM_FAULT_OOM and self.oom is not None:
+            self.oom.pagefault()
+        return failed
+
     def _reach(self, proc: Proc, cpu: int, addr: int, write: bool) -> int | FaultResult:
         """The pfn one access reaches, after the faults it takes."""
         if not tlb_canonical(addr):
@@ -404,8 +444,10 @@ class FastKernel:
         proc = self._current(cpu)
         if proc is None or n < 0 or addr < 0:
             return EINVAL
+        if self._dying(proc):
+            return FaultResult(signal=SIGKILL, si_code=SI_KERNEL, addr=addr)
         out = bytearray(n)
-        failed = self._transfer(proc, cpu, addr, n, None, out)
+        failed = self._user_fault(self._transfer(proc, cpu, addr, n, None, out))
         return bytes(out) if failed is None else failed
 
     @_changes
@@ -413,7 +455,10 @@ class FastKernel:
         proc = self._current(cpu)
         if proc is None or addr < 0:
             return EINVAL
-        failed = self._transfer(proc, cpu, addr, len(data), bytes(data), bytearray())
+        if self._dying(proc):
+            return FaultResult(signal=SIGKILL, si_code=SI_KERNEL, addr=addr)
+        failed = self._user_fault(self._transfer(proc, cpu, addr, len(data), bytes(data),
+                                                 bytearray()))
         return len(data) if failed is None else failed
 
     @staticmethod
@@ -428,7 +473,7 @@ class FastKernel:
         proc = self._current(cpu)
         if proc is None or n < 0:
             return EINVAL
-        if not self.access_ok(addr, n):
+        if not self.access_ok(addr, n) or self._dying(proc):
             return n, bytes(n)
         out = bytearray(n)
         failed = self._transfer(proc, cpu, addr, n, None, out)
@@ -443,7 +488,7 @@ class FastKernel:
         proc = self._current(cpu)
         if proc is None:
             return EINVAL
-        if not self.access_ok(addr, len(data)):
+        if not self.access_ok(addr, len(data)) or self._dying(proc):
             return len(data)
         failed = self._transfer(proc, cpu, addr, len(data), bytes(data), bytearray())
         return 0 if failed is None else len(data) - failed.done
@@ -458,6 +503,8 @@ class FastKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         if len(data) > max(size, 0):
             return EINVAL
         fd = proc.space.open_file(size, mode)
@@ -479,6 +526,8 @@ class FastKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mmap(addr, length, prot, flags, fd, offset)
         cpu = self._cpu_of(proc)
@@ -510,6 +559,8 @@ class FastKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result: int = getattr(proc.space, call)(*args)
         self._reconcile(proc, self._cpu_of(proc), before)
@@ -524,6 +575,8 @@ class FastKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mprotect(addr, length, prot)
         if result not in (0, ENOMEM):
@@ -550,6 +603,8 @@ class FastKernel:
         proc = self.procs.get(pid)
         if proc is None:
             return ESRCH
+        if self._dying(proc):
+            return EINTR
         before = proc.space.view()
         result = proc.space.mremap(old_addr, old_len, new_len, flags, new_addr)
         cpu = self._cpu_of(proc)
@@ -676,35 +731,34 @@ class FastKernel:
             ProcessView(pid=p.pid, ppid=p.ppid, mm=p.mm, tlb_mm=p.mm + 1,
                         rss=(p.rss[0], p.rss[1], p.rss[2], p.rss[3]),
                         cpu=running.index(p.pid) if p.pid in running else -1,
-                        files=tuple(sorted(p.files.items())))
+                        files=tuple(sorted(p.files.items())),
+                        oom=p.oom.view() if self.oom is not None else None)
             for _, p in sorted(self.procs.items()))
         inodes = tuple(InodeView(ident=n.ident, size=n.size, shmem=n.shmem,
                                  cache=tuple(sorted(n.cache.items())))
                        for _, n in sorted(self.inodes.items()))
         return KernelView(processes=procs, running=tuple(running), pages=self.frames.view(),
                           inodes=inodes, zero_pfn=self.zero_pfn,
-                          stray=tuple(sorted(self.stray)))
+                          stray=tuple(sorted(self.stray)),
+                          oom=self.oom.view() if self.oom is not None else None)
 
-    # -- the OOM killer's calls: not implemented yet (no Capability.OOM) --------------------------
+    # -- the OOM killer (``fastmodel/oom_kernel.py``; -ENOSYS without Capability.OOM) ----------
 
+    @_changes
     def set_oom_score_adj(self, pid: int, value: int) -> int:
-        """-ENOSYS: this kernel has no OOM killer (``specs/kernel.py``, Capability.OOM)."""
-        del pid, value
-        return ENOSYS
+        return ENOSYS if self.oom is None else self.oom.set_oom_score_adj(pid, value)
 
+    @_changes
     def set_credentials(self, pid: int, cap_sys_admin: bool, cap_sys_resource: bool) -> int:
-        """-ENOSYS, as set_oom_score_adj."""
-        del pid, cap_sys_admin, cap_sys_resource
-        return ENOSYS
+        return (ENOSYS if self.oom is None
+                else self.oom.set_credentials(pid, cap_sys_admin, cap_sys_resource))
 
     def oom_score(self, pid: int) -> int:
-        """-ENOSYS, as set_oom_score_adj."""
-        del pid
-        return ENOSYS
+        return ENOSYS if self.oom is None else self.oom.oom_score(pid)
 
+    @_changes
     def oom_reap(self) -> int:
-        """-ENOSYS, as set_oom_score_adj."""
-        return ENOSYS
+        return ENOSYS if self.oom is None else self.oom.reap()
 
 
 def build(config: MachineConfig, parts: Mapping[str, Any] | None = None) -> FastKernel:

@@ -2,11 +2,14 @@
 results, and after every call every view (kernel, page tables, TLBs, page allocator, each
 address space) and every page's and file's contents are equal.
 
-The random test drives both kernels with one sequence of spawn/fork/exit/switch, mmap
-(anonymous, shared, file), munmap, mprotect, mremap, brk, user reads and writes, copies to
-and from user memory and page-allocation fault injection.  The hand cases pin the paths the
-fast kernel does differently: fork and exit of a large process, failure in the middle of a
-fork, and a non-FastPageTables table part (the contract-only PTE path).
+Both kernels run with the OOM killer (the default).  The random test drives them with one
+sequence of spawn/fork/exit/switch, mmap (anonymous, shared, file, populated, and big
+populated private mappings that exhaust memory until the OOM killer runs), munmap, mprotect,
+mremap, brk, user reads and writes, copies to and from user memory, page-allocation fault
+injection, and the OOM killer's calls (oom_score_adj writes with good and bad values,
+credentials, oom_score, the reaper).  The hand cases pin the paths the fast kernel does
+differently: fork and exit of a large process, failure in the middle of a fork, a
+non-FastPageTables table part (the contract-only PTE path), and an OOM kill and reap.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fastmodel.kernel import FastKernel, build
@@ -26,7 +29,7 @@ from refmodel.tlb import RefTlb
 from refmodel.vma import RefAddressSpace
 from specs.buddy import Capability as BuddyCapability
 from specs.errno import Errno
-from specs.kernel import Capability, FaultResult, PageKind, RssMember
+from specs.kernel import SIGKILL, Capability, FaultResult, PageKind, RssMember
 from specs.machine import MachineConfig, preset
 from specs.vma import (
     MAP_ANONYMOUS,
@@ -51,25 +54,21 @@ ANON = MAP_PRIVATE | MAP_ANONYMOUS
 #: a 2 MiB boundary, so ranges span two PTE tables
 WINDOW = 0x4020_0000 - 20 * PAGE
 WINDOW_PAGES = 48
+#: populated mapping sizes in pages: small ones make RSS differ, big ones exhaust tiny
+HOG_PAGES = (8, 64, 512, 1536, 2560)
+#: oom_score_adj writes: the limits, just outside them (-EINVAL), and ordinary values
+ADJ_VALUES = (250, 1000, -500, -1000, 1, -999, 0, 1001, -1001)
 REF_PARTS = {"buddy": RefBuddy, "pagetable": RefPageTables, "tlb": RefTlb,
              "vma": RefAddressSpace}
-
-
-def reference(config: MachineConfig, parts: dict[str, Any] | None = None) -> RefKernel:
-    """The reference kernel without the OOM killer (FastKernel does not have it yet), on
-    refmodel's parts or the given ones."""
-    try:
-        return RefKernel(config, parts, oom=False)
-    except TypeError:  # a RefKernel from before the OOM killer
-        return RefKernel(config, parts)
 
 
 class Pair:
     """The two kernels, called together and compared after every call."""
 
-    def __init__(self, config: MachineConfig, parts: dict[str, Any] | None = None) -> None:
-        self.ref = reference(config, parts)
-        self.fast = FastKernel(config, parts)
+    def __init__(self, config: MachineConfig, parts: dict[str, Any] | None = None,
+                 oom: bool = True) -> None:
+        self.ref = RefKernel(config, parts, oom=oom)
+        self.fast = FastKernel(config, parts, oom=oom)
         self.calls: list[str] = []
         self.compare("boot")
 
@@ -132,7 +131,8 @@ def step(draw: Any, pair: Pair, n: int) -> None:
     op = draw(st.sampled_from(
         ["spawn", "fork", "exit", "switch", "switch", "mmap", "mmap", "mmap", "munmap", "mprotect",
          "mremap", "brk", "open_file", "read", "write", "write", "write", "copy_from_user",
-         "copy_to_user", "fail_page_alloc"]))
+         "copy_to_user", "fail_page_alloc", "hog", "hog", "set_oom_score_adj", "set_credentials",
+         "oom_score", "oom_reap", "oom_reap"]))
     cpu = draw(st.integers(0, pair.ref.config.nr_cpus - 1))
     if op == "spawn":
         pair("spawn")
@@ -182,9 +182,21 @@ def step(draw: Any, pair: Pair, n: int) -> None:
         cpu, runner = runner_cpu(draw, pair, cpu)
         length = draw(st.integers(1, 2 * PAGE + 10))
         pair(op, cpu, address(draw, pair, runner), bytes([(n * 7) % 251 + 1]) * length)
-    else:
+    elif op == "fail_page_alloc":
         pair("fail_page_alloc", draw(st.sampled_from([0, 0, 1, 2, -1])),
              draw(st.integers(0, 8)))
+    elif op == "hog":
+        # a populated private mapping: big ones exhaust tiny's 16 MiB, and the OOM killer
+        # runs inside the populate (or in a later fault)
+        pair("mmap", pid, 0, draw(st.sampled_from(HOG_PAGES)) * PAGE, RW, ANON | MAP_POPULATE)
+    elif op == "set_oom_score_adj":
+        pair("set_oom_score_adj", pid, draw(st.sampled_from(ADJ_VALUES)))
+    elif op == "set_credentials":
+        pair("set_credentials", pid, draw(st.booleans()), draw(st.booleans()))
+    elif op == "oom_score":
+        pair("oom_score", draw(st.sampled_from([pid, 99])))
+    else:
+        pair("oom_reap")
 
 
 class UncountedBuddy(RefBuddy):
@@ -203,16 +215,28 @@ PARTS: dict[str, dict[str, Any] | None] = {
     "uncounted buddy": {"buddy": UncountedBuddy}}
 
 
-@pytest.mark.parametrize("parts", list(PARTS))
+#: the fast kernel's own parts with memory nearly full from the start (a child holding 3000
+#: populated pages), so most sequences run the OOM killer and the reaper
+PRESSURE: dict[str, dict[str, Any] | None] = {**PARTS, "under pressure": None}
+
+
+@pytest.mark.parametrize("parts", list(PRESSURE))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_calls_agree_with_the_reference_kernel(parts: str, data: st.DataObject) -> None:
-    pair = Pair(preset("tiny"), PARTS[parts])
+    pair = Pair(preset("tiny"), PRESSURE[parts])
     first = pair("spawn")
     pair("switch", 0, first)
     pair("mmap", first, WINDOW, 8 * PAGE, RW, ANON | MAP_FIXED)
+    child = pair("fork", first)  # init is never an OOM victim: pressure needs someone to kill
+    if parts == "under pressure":
+        pair("mmap", child, 0, 3000 * PAGE, RW, ANON | MAP_POPULATE)
     for n in range(data.draw(st.integers(5, 60), label="steps")):
         step(data.draw, pair, n)
+    view = pair.fast.view()
+    assert view.oom is not None
+    event(f"OOM killer ran: {bool(view.oom.events)}")
+    event(f"a victim was reaped: {any(p.oom and p.oom.reaped for p in view.processes)}")
     pair("fail_page_alloc", 0)
     for pid in pids(pair):
         pair("exit", pid)
@@ -342,20 +366,126 @@ def test_contract_only_tables_take_the_walked_path() -> None:
 def test_capabilities() -> None:
     config = preset("tiny")
     assert Capability.EXACT in build(config).capabilities
-    assert {Capability.FORK, Capability.FAIL_PAGE_ALLOC} <= build(config).capabilities
+    assert {Capability.FORK, Capability.FAIL_PAGE_ALLOC, Capability.OOM} <= \
+        build(config).capabilities
     swapped = build(config, {"tlb": RefTlb})
     assert Capability.EXACT not in swapped.capabilities
-    assert build(config, REF_PARTS).capabilities == reference(config, REF_PARTS).capabilities
+    assert build(config, REF_PARTS).capabilities == RefKernel(config, REF_PARTS).capabilities
+    assert Capability.OOM not in FastKernel(config, oom=False).capabilities
     assert build(config).fail_page_alloc(-2) == -Errno.EINVAL
 
 
-def test_without_an_oom_killer_its_calls_answer_enosys() -> None:
-    """FastKernel has no OOM killer yet: its calls answer as RefKernel(oom=False) does."""
-    pair = Pair(preset("tiny"))
+def test_without_the_oom_killer_its_calls_answer_enosys() -> None:
+    """oom=False on both sides: no Capability.OOM, -ENOSYS from the four calls, no OOM
+    state in the views, and running out of memory only fails the access."""
+    pair = Pair(preset("tiny"), oom=False)
     pid = pair("spawn")
-    assert "oom" not in {cap.value for cap in pair.fast.capabilities}
+    assert Capability.OOM not in pair.fast.capabilities
     for call, args in (("set_oom_score_adj", (pid, 5)), ("set_credentials", (pid, True, True)),
                        ("oom_score", (pid,)), ("oom_reap", ())):
-        assert getattr(pair.fast, call)(*args) == -Errno.ENOSYS
-        if hasattr(pair.ref, call):
-            pair(call, *args)
+        assert pair(call, *args) == -Errno.ENOSYS
+    pair("mmap", pid, 0, 2500 * PAGE, RW, ANON | MAP_POPULATE)
+    pair("mmap", pid, 0, 2500 * PAGE, RW, ANON | MAP_POPULATE)
+    view = pair.fast.view()
+    assert view.oom is None
+    assert view.by_pid[pid].oom is None
+
+
+def oom_tree(pair: Pair) -> tuple[int, int, int]:
+    """init (never a victim) running on CPU 0 with two children: (init, small, hog)."""
+    init = pair("spawn")
+    pair("switch", 0, init)
+    small, hog = pair("fork", init), pair("fork", init)
+    assert (small, hog) == (init + 1, init + 2)
+    pair("mmap", small, 0, 1024 * PAGE, RW, ANON | MAP_POPULATE)
+    return init, small, hog
+
+
+@pytest.mark.parametrize("hog_adj", [0, -1000])
+def test_exhaustion_kills_the_right_process_and_the_reaper_returns_its_pages(
+        hog_adj: int) -> None:
+    """A populate that exhausts memory runs the OOM killer as the hog (current): the hog
+    dies, unless its oom_score_adj of -1000 exempts it, and then the small process does.
+    The victim gets SIGKILL and TIF_MEMDIE and waits in the reaper's queue; its calls
+    answer -EINTR or SIGKILL; the reaper takes its private pages back, the same in both
+    kernels."""
+    pair = Pair(preset("tiny"))
+    fast = pair.fast
+    init, small, hog = oom_tree(pair)
+    assert pair("set_credentials", hog, False, True) == 0
+    assert pair("set_oom_score_adj", hog, hog_adj) == 0
+    assert pair("set_oom_score_adj", small, -1001) == -Errno.EINVAL
+    assert pair("oom_score", small) > pair("oom_score", hog)  # small holds 1024 pages
+    pair("mmap", hog, 0, 3500 * PAGE, RW, ANON | MAP_POPULATE)
+    view = fast.view()
+    assert view.oom is not None
+    event = view.oom.events[0]
+    assert (event.trigger, event.ctx.current) == ("alloc", (hog, hog))
+    assert [task.pid for task in event.tasks] == [init, small, hog]
+    assert event.tasks[0].children == (small, hog)
+    victim = small if hog_adj else hog
+    assert event.result.kill is not None
+    assert event.result.kill.victim == (victim, victim)
+    state = view.by_pid[victim].oom
+    assert state is not None
+    assert (state.sigkill, state.memdie, state.reaped) == (True, True, False)
+    assert view.oom.reap_queue == (victim,)
+    assert [p.pid for p in view.processes if p.oom is not None and p.oom.sigkill] == [victim]
+    if victim == hog:
+        # the populate stopped at the kill: the hog holds less than it asked for
+        assert view.by_pid[hog].rss[RssMember.MM_ANONPAGES] < 3500
+    assert pair("mmap", victim, 0, PAGE, RW, ANON) == -Errno.EINTR
+    assert pair("fork", victim) == -Errno.EINTR
+    pair("switch", 1, victim)
+    killed = pair("write", 1, 0x1000, b"x")
+    assert isinstance(killed, FaultResult)
+    assert killed.signal == SIGKILL
+    anon = view.by_pid[victim].rss[RssMember.MM_ANONPAGES]
+    free = free_pages(fast)
+    assert anon > 1000
+    assert pair("oom_reap") == victim
+    assert pair("oom_reap") == 0
+    after = fast.view()
+    reaped = after.by_pid[victim]
+    assert reaped.rss[RssMember.MM_ANONPAGES] == 0
+    assert reaped.oom is not None
+    assert (reaped.oom.memdie, reaped.oom.reaped, reaped.oom.oom_score_adj) == \
+        (False, True, -1000)
+    assert free_pages(fast) >= free + anon
+    assert after.oom is not None
+    assert after.oom.reap_queue == ()
+    for pid in (victim, init):
+        pair("exit", pid)
+
+
+def test_fork_inherits_the_adjustment_and_credentials_but_no_kill() -> None:
+    pair = Pair(preset("tiny"))
+    init, small, _ = oom_tree(pair)
+    pair("set_credentials", small, True, True)
+    assert pair("set_oom_score_adj", small, -500) == 0
+    grandchild = pair("fork", small)
+    state = pair.fast.view().by_pid[grandchild].oom
+    assert state is not None
+    assert (state.oom_score_adj, state.oom_score_adj_min, state.cap_sys_admin,
+            state.cap_sys_resource, state.sigkill) == (-500, -500, True, True, False)
+    assert pair("set_oom_score_adj", init, 1001) == -Errno.EINVAL
+    assert pair("oom_score", 99) == -Errno.ESRCH
+
+
+def test_a_failed_fault_runs_pagefault_out_of_memory() -> None:
+    """An injected failure makes a write fault end in VM_FAULT_OOM: the injected allocation
+    itself calls no OOM killer, the fault's pagefault_out_of_memory does."""
+    pair = Pair(preset("tiny"))
+    _, small, hog = oom_tree(pair)
+    pair("switch", 1, hog)
+    addr = pair("mmap", hog, 0, 8 * PAGE, RW, ANON)
+    pair("fail_page_alloc", 1)
+    failed = pair("write", 1, addr, b"x")
+    assert isinstance(failed, FaultResult)
+    view = pair.fast.view()
+    assert view.oom is not None
+    assert [event.trigger for event in view.oom.events] == ["pagefault"]
+    kill = view.oom.events[0].result.kill
+    assert kill is not None
+    assert kill.victim == (small, small)  # the bigger of the two; init is exempt
+    assert pair("write", 1, addr, b"y") == 1

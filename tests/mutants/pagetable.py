@@ -188,6 +188,8 @@ class WrprotectClearsUserBit(MutantPageTables):
     """ptep_set_wrprotect clears bit 2 (_PAGE_USER) instead of bit 1 (_PAGE_RW)."""
 
     target = "PAGETABLE-R6"
+    #: the bug shows only once a wrprotected PTE is read back by a later rule
+    examples = 120
 
     def ptep_set_wrprotect(self, mm: int, addr: int) -> int:
         table = self._leaf_table(mm, addr)
