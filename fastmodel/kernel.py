@@ -38,7 +38,7 @@ from fastmodel.oom import FAST_OOM
 from fastmodel.oom_kernel import OomKiller, OomPolicy, OomTask
 from fastmodel.pagetable import FastPageTables
 from fastmodel.tlb import FastTlb
-from fastmodel.vma import FastAddressSpace
+from fastmodel.vma import FastAddressSpace, write_sysctl
 from specs import gfp
 from specs import pte as pt
 from specs.buddy import Capability as BuddyCapability
@@ -66,11 +66,14 @@ from specs.vma import (
     MAP_POPULATE,
     MREMAP_FIXED,
     O_RDWR,
+    VM_ACCOUNT,
     VM_LOCKED,
     AddressSpace,
     MmView,
+    VmCommit,
     page_align,
 )
+from specs.vma import Capability as VmaCapability
 
 EINVAL: Final = -Errno.EINVAL
 ENOMEM: Final = -Errno.ENOMEM
@@ -168,15 +171,32 @@ class FastKernel:
             self.oom = self.oom_killer(self, self.oom_policy)
             self.pages.on_exhausted = self.oom.alloc_failed
             caps.add(Capability.OOM)
-        if can_dup(self._space()):
+        #: vm_committed_as and the vm sysctls of the whole machine, shared by every space
+        #: (None when the vma part keeps its own: no Capability.OVERCOMMIT)
+        self.commit: VmCommit | None = None
+        probe = self._space()
+        if VmaCapability.SHARED_COMMIT in probe.capabilities:
+            self.commit = VmCommit()
+            caps.add(Capability.OVERCOMMIT)
+        if can_dup(probe):
             caps.add(Capability.FORK)
         if not chosen:
             caps.add(Capability.EXACT)
         self.capabilities: frozenset[Capability] = frozenset(caps)
 
     def _space(self) -> AddressSpace:
-        space: AddressSpace = self._new_space(self.config)  # type: ignore[assignment]
+        """A new address space, charging the machine's counter when there is one."""
+        commit = self.commit
+        if commit is None:
+            space: AddressSpace = self._new_space(self.config)  # type: ignore[assignment]
+        else:
+            space = self._new_space(self.config, commit=commit)  # type: ignore[assignment]
         return space
+
+    def _release(self, space: AddressSpace) -> None:
+        """exit_mmap's vm_unacct_memory: every charge the mm made goes back."""
+        if self.commit is not None:
+            space.exit_mmap()  # type: ignore[attr-defined]
 
     def fail_page_alloc(self, times: int, space: int = 0) -> int:
         """Arm page-allocation fault injection (``fastmodel/fail_page_alloc.py``)."""
@@ -283,7 +303,16 @@ class FastKernel:
         mm = self.tables.mm_alloc()
         if mm is None:
             return ENOMEM
-        proc = Proc(pid=self.next_pid, ppid=0, mm=mm, space=self._space())
+        committed = self.commit.pages if self.commit is not None else 0
+        space = self._space()
+        after = space.view()
+        if self.commit is not None and after.committed - committed != sum(
+                vma.pages for vma in after.vmas if vma.flags & VM_ACCOUNT):
+            # the stack's charge was refused: exec fails, as in refmodel.kernel.spawn
+            self.commit.pages = committed
+            self.tables.mm_teardown(mm)
+            return ENOMEM
+        proc = Proc(pid=self.next_pid, ppid=0, mm=mm, space=space)
         self.procs[proc.pid] = proc
         self.next_pid += 1
         return proc.pid
@@ -305,6 +334,7 @@ class FastKernel:
             return space
         mm = self.tables.mm_alloc()
         if mm is None:
+            self._release(space)
             return ENOMEM
         child = Proc(pid=self.next_pid, ppid=pid, mm=mm, space=space, files=dict(parent.files),
                      oom=parent.oom.inherit())
@@ -345,6 +375,7 @@ class FastKernel:
         if gathered:
             self.release(np.concatenate(gathered), cpu)
         self.tables.mm_teardown(proc.mm)
+        self._release(proc.space)
 
     @_changes
     def switch(self, cpu: int, pid: int) -> int:
@@ -740,7 +771,8 @@ class FastKernel:
         return KernelView(processes=procs, running=tuple(running), pages=self.frames.view(),
                           inodes=inodes, zero_pfn=self.zero_pfn,
                           stray=tuple(sorted(self.stray)),
-                          oom=self.oom.view() if self.oom is not None else None)
+                          oom=self.oom.view() if self.oom is not None else None,
+                          committed=self.commit.pages if self.commit is not None else None)
 
     # -- the OOM killer (``fastmodel/oom_kernel.py``; -ENOSYS without Capability.OOM) ----------
 
@@ -759,6 +791,14 @@ class FastKernel:
     @_changes
     def oom_reap(self) -> int:
         return ENOSYS if self.oom is None else self.oom.reap()
+
+    # -- machine-wide vm sysctls (-ENOSYS without Capability.OVERCOMMIT) ------------------------
+
+    @_changes
+    def set_sysctl(self, name: str, value: int) -> int:
+        """[4.6: kernel/sysctl.c vm_table] written once into the machine's record, which
+        every space reads (``refmodel.kernel.RefKernel.set_sysctl``)."""
+        return ENOSYS if self.commit is None else write_sysctl(self.commit.sysctl, name, value)
 
 
 def build(config: MachineConfig, parts: Mapping[str, Any] | None = None) -> FastKernel:

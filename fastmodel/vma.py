@@ -83,6 +83,7 @@ from specs.vma import (
     MmView,
     ProcessConfig,
     VmaView,
+    VmCommit,
     page_align,
     process_config,
 )
@@ -101,11 +102,28 @@ _NO_CHARGE_FLAGS: Final = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NO
 _MAX_PGOFF: Final = 0xFFFF_FFFF_FFFF_FFFF
 
 
+def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
+    """[4.6: kernel/sysctl.c; mm/util.c overcommit_ratio_handler, overcommit_kbytes_handler]
+    writing the ratio clears the kbytes and back.  [Simplified: negative values are refused,
+    as in refmodel.vma.]"""
+    if name not in SYSCTL_DEFAULTS or value < 0:
+        return EINVAL
+    if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
+        return EINVAL
+    table[name] = value
+    if name == "overcommit_ratio":
+        table["overcommit_kbytes"] = 0
+    elif name == "overcommit_kbytes":
+        table["overcommit_ratio"] = 0
+    return 0
+
+
 class FastAddressSpace(FastMm):
     """The fast implementation of ``specs.vma.AddressSpace``."""
 
-    def __init__(self, config: MachineConfig, pconf: ProcessConfig | None = None) -> None:
-        super().__init__(pconf if pconf is not None else process_config(config))
+    def __init__(self, config: MachineConfig, pconf: ProcessConfig | None = None,
+                 commit: VmCommit | None = None) -> None:
+        super().__init__(pconf if pconf is not None else process_config(config), commit)
         self.config = config
         self.capabilities: frozenset[Capability] = ALL_CAPABILITIES
         self.next_fd = FIRST_FD
@@ -590,13 +608,19 @@ class FastAddressSpace(FastMm):
     def dup_mm(self) -> FastAddressSpace | int:
         """[4.6: kernel/fork.c dup_mm, dup_mmap] the child's address space, or -ENOMEM."""
         child = type(self).__new__(type(self))
-        FastMm.__init__(child, self.pconf)
+        FastMm.__init__(child, self.pconf, self.commit if self.shared else None)
         child.config = self.config
         child.capabilities = self.capabilities
         child.next_fd = self.next_fd
         child._view = None
         error = self.dup_mmap(child)
         return error if error else child
+
+    def exit_mmap(self) -> int:
+        """[4.6: mm/mmap.c exit_mmap] the space empties and its charges are released."""
+        self._view = None
+        self.unmap_all()
+        return 0
 
     def open_file(self, size: int, mode: int = O_RDWR) -> int:
         if size < 0 or mode not in (O_RDONLY, O_WRONLY, O_RDWR):
@@ -609,20 +633,9 @@ class FastAddressSpace(FastMm):
         return fd
 
     def set_sysctl(self, name: str, value: int) -> int:
-        """[4.6: kernel/sysctl.c; mm/util.c overcommit_ratio_handler,
-        overcommit_kbytes_handler] writing the ratio clears the kbytes and back.
-        [Simplified: negative values are refused, as in refmodel.vma.]"""
-        if name not in SYSCTL_DEFAULTS or value < 0:
-            return EINVAL
-        if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
-            return EINVAL
+        """``write_sysctl`` on the sysctls in force (the machine's when shared)."""
         self._view = None
-        self.sysctl[name] = value
-        if name == "overcommit_ratio":
-            self.sysctl["overcommit_kbytes"] = 0
-        elif name == "overcommit_kbytes":
-            self.sysctl["overcommit_ratio"] = 0
-        return 0
+        return write_sysctl(self.sysctl, name, value)
 
     # -- views -----------------------------------------------------------------------------------
 
@@ -631,6 +644,16 @@ class FastAddressSpace(FastMm):
         return None if vma is None else vma.view()
 
     def view(self) -> MmView:
+        cached = self._view
+        if cached is not None and self.shared:
+            # other spaces charge the shared counter and write the shared sysctls
+            sysctl = self.sysctl
+            if (cached.committed != self.committed
+                    or cached.max_map_count != sysctl["max_map_count"]
+                    or cached.overcommit_memory != sysctl["overcommit_memory"]
+                    or cached.overcommit_ratio != sysctl["overcommit_ratio"]
+                    or cached.overcommit_kbytes != sysctl["overcommit_kbytes"]):
+                self._view = None
         if self._view is None:
             self._view = MmView(
                 vmas=tuple([vma.view() for block in self.vmas.blocks for vma in block.items]),

@@ -24,7 +24,6 @@ from specs.vma import (
     OVERCOMMIT_ALWAYS,
     OVERCOMMIT_GUESS,
     PAGE_MASK,
-    SYSCTL_DEFAULTS,
     TASK_SIZE,
     TASK_UNMAPPED_BASE,
     ULONG_MASK,
@@ -41,6 +40,7 @@ from specs.vma import (
     VM_STACK,
     VM_WRITE,
     ProcessConfig,
+    VmCommit,
     page_align,
 )
 
@@ -78,26 +78,41 @@ def mergeable(vma: FVma, flags: int, anon_vma: int | None, file: FFile | None) -
 class FastMm:
     """struct mm_struct over a :class:`VmaStore`."""
 
-    def __init__(self, pconf: ProcessConfig) -> None:
+    def __init__(self, pconf: ProcessConfig, commit: VmCommit | None = None) -> None:
         self.pconf = pconf
+        #: vm_committed_as and the overcommit sysctls: private, or the machine's
+        self.commit = commit if commit is not None else VmCommit()
+        #: the counter is a composed kernel's, shared with other spaces
+        self.shared = commit is not None
         self.vmas = VmaStore()
         self.total_vm = 0
         self.data_vm = 0
         self.exec_vm = 0
         self.stack_vm = 0
         self.locked_vm = 0
-        #: vm_committed_as, in pages
-        self.committed = 0
         self.start_brk = pconf.start_brk
         self.brk_value = pconf.start_brk
         self.end_data = pconf.start_brk
         self.mmap_base = pconf.mmap_base
         self.mmap_legacy_base = TASK_UNMAPPED_BASE
-        self.sysctl = dict(SYSCTL_DEFAULTS)
         self.files: dict[int, FFile] = {}
         self.fds: dict[int, FFile] = {}
         self.next_anon_vma = 1
         self.next_file = 1
+
+    @property
+    def committed(self) -> int:
+        """vm_committed_as, in pages."""
+        return self.commit.pages
+
+    @committed.setter
+    def committed(self, pages: int) -> None:
+        self.commit.pages = pages
+
+    @property
+    def sysctl(self) -> dict[str, int]:
+        """The sysctls in force (the machine's when the counter is shared)."""
+        return self.commit.sysctl
 
     @property
     def map_count(self) -> int:
@@ -125,7 +140,11 @@ class FastMm:
             return
         file.users -= 1
         if file.shmem and file.users == 0:
-            self.committed -= file.charged
+            holders = file.holders
+            if holders is not None:
+                holders[0] -= 1
+            if holders is None or not holders[0]:
+                self.committed -= file.charged
             del self.files[file.ident]
 
     def new_anon_vma(self) -> int:
@@ -449,12 +468,14 @@ class FastMm:
     def dup_mmap(self, mm: FastMm) -> int:
         """Fill the empty ``mm`` with the child's copy: 0, or -ENOMEM with this mm as it was.
         The reference model's order and its two simplifications (``refmodel.vma_core.
-        dup_mmap``): each VM_ACCOUNT charge is tested through this mm and handed back after,
-        and every copy of a VMA with an anon_vma gets a new one with an inherited chain."""
+        dup_mmap``): each VM_ACCOUNT charge is tested through this mm and handed back after
+        (kept when ``mm`` shares this mm's counter), and every copy of a VMA with an anon_vma
+        gets a new one with an inherited chain."""
         for name in ("total_vm", "data_vm", "exec_vm", "stack_vm", "start_brk", "brk_value",
                      "end_data", "mmap_base", "mmap_legacy_base", "next_file"):
             setattr(mm, name, getattr(self, name))
-        mm.sysctl = dict(self.sysctl)
+        if not mm.shared:
+            mm.commit = VmCommit(sysctl=dict(self.sysctl))
         for ident, file in self.files.items():
             mm.files[ident] = FFile(ident=file.ident, fd=file.fd, size=file.size,
                                     readable=file.readable, writable=file.writable,
@@ -478,8 +499,30 @@ class FastMm:
                 copy.anon_vma = mm.new_anon_vma()
                 copy.inherited = True
             mm.link(copy)
-        self.committed = committed
         for ident in [i for i, f in mm.files.items() if f.shmem and not f.users]:
             del mm.files[ident]
+        if mm.shared:
+            for ident, file in mm.files.items():
+                if file.shmem:
+                    theirs = self.files[ident]
+                    if theirs.holders is None:
+                        theirs.holders = [1]
+                    theirs.holders[0] += 1
+                    file.holders = theirs.holders
+            return 0
+        self.committed = committed
         mm.committed = charged + sum(f.charged for f in mm.files.values())
         return 0
+
+    def unmap_all(self) -> None:
+        """[4.6: mm/mmap.c exit_mmap] every VMA goes with its VM_ACCOUNT charge and its file
+        reference."""
+        nr_accounted = 0
+        doomed = list(self.vmas)
+        self.vmas = VmaStore()
+        for vma in doomed:
+            if vma.flags & VM_ACCOUNT:
+                nr_accounted += vma.pages
+            self.fput(vma.file)
+        self.committed -= nr_accounted
+        self.total_vm = self.data_vm = self.exec_vm = self.stack_vm = self.locked_vm = 0

@@ -55,6 +55,9 @@ class FFile:
     #: [4.6: mm/shmem.c shmem_acct_size] pages charged when the shmem object was created
     charged: int = 0
     users: int = 0
+    #: the mms of one machine-wide counter holding this object (``refmodel.vma_core.
+    #: ShmemHolders``): a one-element list shared by the copies, or None
+    holders: list[int] | None = None
 
     def view(self) -> FileView:
         return FileView(ident=self.ident, fd=self.fd, size=self.size, readable=self.readable,

@@ -1,4 +1,4 @@
-"""State invariants of the OOM killer in the composed kernel, OOM-I1 .. OOM-I2
+"""State invariants of the OOM killer in the composed kernel, OOM-I1 .. OOM-I3
 (``specs/oom.md``), and the badness formula the OOM rules recompute.
 
 The checks read the composed kernel's snapshot (``invariants.fault.FaultSnapshot``): the
@@ -18,10 +18,13 @@ from specs.kernel import Capability, ProcessView, RssMember
 from specs.machine import PAGE_ALLOC_COSTLY_ORDER
 from specs.oom import OOM_SCORE_ADJ_MIN, Task, Thread
 from specs.pagetable import MmView
-from specs.vma import VM_LOCKED, VM_SHARED, VmaView
+from specs.vma import VM_ACCOUNT, VM_LOCKED, VM_SHARED, VmaView
 from specs.vma import MmView as SpaceView
 
 NEEDS = (Capability.OOM,)
+#: the machine-wide vm_committed_as and sysctls (OOM-I3, OOM-R8), in a kernel with the OOM
+#: killer (every OOM ID needs it)
+NEEDS_COMMIT = (Capability.OOM, Capability.OVERCOMMIT)
 
 
 def badness(task: Task, totalpages: int) -> int:
@@ -110,4 +113,54 @@ def reaped_is_empty(snap: FaultSnapshot) -> list[str]:
             where = ", ".join(f"{addr:#x}" for addr, _entry in left[:4])
             problems.append(f"pid {proc.pid} was reaped but still maps {len(left)} page(s) "
                             f"of its anonymous or private VMAs (at {where})")
+    return capped(problems)
+
+
+def sysctls(space: SpaceView) -> tuple[int, int, int, int]:
+    """The vm sysctls a space runs under."""
+    return (space.max_map_count, space.overcommit_memory, space.overcommit_ratio,
+            space.overcommit_kbytes)
+
+
+@state_invariant("OOM-I3", "vm_committed_as is what the live mms have charged",
+                 needs=NEEDS_COMMIT)
+def committed_is_charged(snap: FaultSnapshot) -> list[str]:
+    """The machine's count is the pages of every live process's VM_ACCOUNT VMAs plus the
+    charge of every shmem object mapped anywhere, counted once per object (one kernel inode:
+    a child's copy after fork is the parent's object); every address space reports that
+    count and the same sysctls.  A process that exited gave everything back.  [4.6:
+    mm/util.c vm_committed_as; mm/mmap.c exit_mmap vm_unacct_memory; mm/shmem.c
+    shmem_acct_size, shmem_evict_inode]"""
+    committed = snap.view.committed
+    if committed is None:
+        return ["the kernel declares OVERCOMMIT but its view has no committed count"]
+    problems = []
+    accounted = 0
+    shmem: dict[tuple[str, int], int] = {}
+    first: tuple[int, tuple[int, int, int, int]] | None = None
+    for proc in snap.view.processes:
+        space = snap.spaces.get(proc.pid)
+        if space is None:
+            continue
+        accounted += sum(vma.pages for vma in space.vmas if vma.flags & VM_ACCOUNT)
+        inode_of = dict(proc.files)
+        for file in space.files:
+            if file.shmem:
+                inode = inode_of.get(file.ident)
+                key = ("inode", inode) if inode is not None else (f"pid {proc.pid}", file.ident)
+                shmem[key] = max(shmem.get(key, 0), file.charged)
+        if space.committed != committed:
+            problems.append(f"pid {proc.pid}'s address space reports committed "
+                            f"{space.committed}, the machine {committed}")
+        if first is None:
+            first = (proc.pid, sysctls(space))
+        elif sysctls(space) != first[1]:
+            problems.append(f"pid {proc.pid} runs under the sysctls (max_map_count, "
+                            f"overcommit_memory, ratio, kbytes) {sysctls(space)}, pid "
+                            f"{first[0]} under {first[1]}")
+    want = accounted + sum(shmem.values())
+    if committed != want:
+        problems.insert(0, f"committed is {committed} pages, but the live processes' "
+                           f"VM_ACCOUNT VMAs hold {accounted} and their shmem objects "
+                           f"{want - accounted}")
     return capped(problems)

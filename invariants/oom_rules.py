@@ -1,4 +1,4 @@
-"""Operation rules of the OOM killer in the composed kernel, OOM-R1 .. OOM-R7
+"""Operation rules of the OOM killer in the composed kernel, OOM-R1 .. OOM-R8
 (``specs/oom.md``).
 
 A rule judges one step from its arguments, its result and the composed snapshots before and
@@ -15,17 +15,36 @@ from typing import Any
 import attrs
 
 from invariants.fault import FaultSnapshot, capped, present
-from invariants.oom import NEEDS, alloc_may_oom, badness, reapable_ptes, task_of
+from invariants.oom import (
+    NEEDS,
+    NEEDS_COMMIT,
+    alloc_may_oom,
+    badness,
+    reapable_ptes,
+    task_of,
+)
 from invariants.registry import step_rule
 from specs import pte as pt
 from specs.errno import Errno
 from specs.kernel import SIGKILL, VM_FAULT_OOM, FaultResult, OomEvent, ProcessView
+from specs.machine import PAGE_SHIFT, MachineConfig
 from specs.oom import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN, PANIC_NO_KILLABLE, Outcome, Task
+from specs.vma import (
+    MAP_FIXED,
+    MREMAP_FIXED,
+    OVERCOMMIT_NEVER,
+    MmView,
+    ProcessConfig,
+    page_align,
+    process_config,
+)
 
 #: operations a process makes itself: (operation, how the acting pid is found)
 ACTING_PID = ("fork", "open_file", "mmap", "munmap", "mprotect", "mremap", "brk")
 ACTING_CPU = ("read", "write", "copy_from_user", "copy_to_user")
 ALLOCATING = ("spawn", *ACTING_PID, *ACTING_CPU)
+#: operations that may charge vm_committed_as (a user access grows a stack)
+COMMITTING = ("spawn", "fork", "mmap", "mremap", "brk", "mprotect", *ACTING_CPU)
 
 
 @attrs.frozen
@@ -433,3 +452,80 @@ def _reaped_state(before: FaultSnapshot, after: FaultSnapshot, pid: int) -> list
     if old is not None and new is not None and old.vmas != new.vmas:
         problems.append(f"reaping pid {pid} changed its VMAs")
     return problems
+
+
+def commit_config(snap: FaultSnapshot) -> ProcessConfig:
+    """The ProcessConfig of ``specs/vma.py`` for the machine the snapshot shows: the commit
+    limit's inputs (totalram_pages, swap, the admin and user reserves) follow from its
+    size alone."""
+    pages = snap.pages
+    return process_config(MachineConfig(name="commit", nr_pages=pages.nr_pages,
+                                        nr_cpus=pages.nr_cpus))
+
+
+def overlap_pages(space: MmView, start: int, end: int) -> int:
+    """Pages of [start, end) a VMA of ``space`` covers."""
+    return sum((min(end, v.end) - max(start, v.start)) >> PAGE_SHIFT for v in space.vmas
+               if v.start < end and start < v.end)
+
+
+def total_vm_at_test(step: OomStep, space: MmView) -> int:
+    """The acting mm's total_vm when 4.6 tests the charge: as before the step, less what a
+    MAP_FIXED mmap or an MREMAP_FIXED mremap unmapped at its target first [4.6: mm/mmap.c
+    mmap_region; mm/mremap.c mremap_to].  A stack that grows twice in one access is
+    tested the second time with a larger total_vm, hence a smaller limit: the bound here is
+    the first test's, which the count must respect all the more."""
+    args = step.args
+    if step.op == "mmap" and args.get("flags", 0) & MAP_FIXED:
+        start = args.get("addr", 0)
+        return space.total_vm - overlap_pages(space, start,
+                                              start + page_align(args.get("length", 0)))
+    if step.op == "mremap" and args.get("flags", 0) & MREMAP_FIXED:
+        start = args.get("new_addr", 0)
+        return space.total_vm - overlap_pages(space, start,
+                                              start + page_align(args.get("new_len", 0)))
+    return space.total_vm
+
+
+def commit_allowed(pconf: ProcessConfig, space: MmView, total_vm: int) -> int:
+    """__vm_enough_memory's bound under OVERCOMMIT_NEVER for a process without
+    CAP_SYS_ADMIN: vm_commit_limit (the kbytes if set, else totalram times the ratio, plus
+    swap), less the admin reserve, less the user reserve min(total_vm / 32,
+    user_reserve_kbytes in pages).  [4.6: mm/util.c __vm_enough_memory, vm_commit_limit]"""
+    if space.overcommit_kbytes:
+        limit = space.overcommit_kbytes >> (PAGE_SHIFT - 10)
+    else:
+        limit = pconf.totalram_pages * space.overcommit_ratio // 100
+    limit += pconf.total_swap_pages
+    limit -= pconf.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
+    return limit - min(total_vm // 32, pconf.user_reserve_kbytes >> (PAGE_SHIFT - 10))
+
+
+@step_rule("OOM-R8", "under OVERCOMMIT_NEVER a charge leaves vm_committed_as below the limit",
+           ops=COMMITTING, needs=NEEDS_COMMIT)
+def never_overcommits(step: OomStep) -> list[str]:
+    """A step that raised the machine-wide count, made as a process whose address space runs
+    under OVERCOMMIT_NEVER, leaves the count below what __vm_enough_memory allowed that
+    process: each charge is granted only while the count including it is below the bound,
+    and nothing after the last test of a step raises it.  A spawned process is tested with
+    its new mm (total_vm 0, then 1: no user reserve).  Every charge goes through the whole
+    machine's count: a kernel whose processes each keep their own fails here."""
+    before, after = step.before.view.committed, step.after.view.committed
+    if before is None or after is None or after <= before:
+        return []
+    actor = acting(step)
+    if step.op == "spawn":
+        born = [pid for pid in step.after.spaces if pid not in step.before.spaces]
+        space = step.after.spaces.get(born[0]) if born else None
+        total_vm = 0
+    else:
+        space = step.before.spaces.get(actor.pid) if actor is not None else None
+        total_vm = total_vm_at_test(step, space) if space is not None else 0
+    if space is None or space.overcommit_memory != OVERCOMMIT_NEVER:
+        return []
+    allowed = commit_allowed(commit_config(step.before), space, total_vm)
+    if after >= allowed:
+        return [f"committed went from {before} to {after} pages, but under OVERCOMMIT_NEVER "
+                f"(ratio {space.overcommit_ratio}, kbytes {space.overcommit_kbytes}) the "
+                f"acting process (total_vm {total_vm}) may commit below {allowed} only"]
+    return []

@@ -28,7 +28,7 @@ from refmodel.oom import OOM46, Oom46
 from refmodel.oom_kernel import OomKiller, OomTask, mm_populate
 from refmodel.pagetable import RefPageTables
 from refmodel.tlb import RefTlb
-from refmodel.vma import RefAddressSpace
+from refmodel.vma import RefAddressSpace, write_sysctl
 from specs import gfp
 from specs import pte as pt
 from specs.buddy import Capability as BuddyCapability
@@ -59,11 +59,14 @@ from specs.vma import (
     MAP_POPULATE,
     MREMAP_FIXED,
     O_RDWR,
+    VM_ACCOUNT,
     VM_LOCKED,
     AddressSpace,
     MmView,
+    VmCommit,
     page_align,
 )
+from specs.vma import Capability as VmaCapability
 
 EINVAL: Final = -Errno.EINVAL
 ENOMEM: Final = -Errno.ENOMEM
@@ -143,15 +146,32 @@ class RefKernel:
             self.oom = self.oom_killer(self, self.oom_policy)
             self.pages.on_exhausted = self.oom.alloc_failed
             caps.add(Capability.OOM)
-        if can_dup(self._space()):
+        #: vm_committed_as and the vm sysctls of the whole machine, shared by every space
+        #: (None when the vma part keeps its own: no Capability.OVERCOMMIT)
+        self.commit: VmCommit | None = None
+        probe = self._space()
+        if VmaCapability.SHARED_COMMIT in probe.capabilities:
+            self.commit = VmCommit()
+            caps.add(Capability.OVERCOMMIT)
+        if can_dup(probe):
             caps.add(Capability.FORK)
         if not chosen:
             caps.add(Capability.EXACT)
         self.capabilities: frozenset[Capability] = frozenset(caps)
 
     def _space(self) -> AddressSpace:
-        space: AddressSpace = self._new_space(self.config)  # type: ignore[assignment]
+        """A new address space, charging the machine's counter when there is one."""
+        commit = self.commit
+        if commit is None:
+            space: AddressSpace = self._new_space(self.config)  # type: ignore[assignment]
+        else:
+            space = self._new_space(self.config, commit=commit)  # type: ignore[assignment]
         return space
+
+    def _release(self, space: AddressSpace) -> None:
+        """What exit_mmap gives back to the machine's counter: every charge the mm made."""
+        if self.commit is not None:
+            space.exit_mmap()  # type: ignore[attr-defined]
 
     def fail_page_alloc(self, times: int, space: int = 0) -> int:
         """Arm page-allocation fault injection (``refmodel/fail_page_alloc.py``)."""
@@ -242,7 +262,18 @@ class RefKernel:
         mm = self.tables.mm_alloc()
         if mm is None:
             return ENOMEM
-        proc = Process(pid=self.next_pid, ppid=0, mm=mm, space=self._space())
+        committed = self.commit.pages if self.commit is not None else 0
+        space = self._space()
+        after = space.view()
+        if self.commit is not None and after.committed - committed != sum(
+                vma.pages for vma in after.vmas if vma.flags & VM_ACCOUNT):
+            # the exec-time stack was refused its charge: exec fails and its mm goes
+            # [4.6: fs/exec.c __bprm_mm_init, setup_arg_pages; kernel/fork.c mmput].
+            # [Simplified: -ENOMEM also where 4.6's setup_arg_pages answers -EFAULT.]
+            self.commit.pages = committed
+            self.tables.mm_teardown(mm)
+            return ENOMEM
+        proc = Process(pid=self.next_pid, ppid=0, mm=mm, space=space)
         self.procs[proc.pid] = proc
         self.next_pid += 1
         return proc.pid
@@ -263,6 +294,7 @@ class RefKernel:
             return space
         mm = self.tables.mm_alloc()
         if mm is None:
+            self._release(space)
             return ENOMEM
         child = Process(pid=self.next_pid, ppid=pid, mm=mm, space=space,
                         files=dict(parent.files), oom=parent.oom.inherit())
@@ -305,6 +337,7 @@ class RefKernel:
         for page in gathered:
             self.put_page(page, cpu)
         self.tables.mm_teardown(proc.mm)
+        self._release(proc.space)
 
     def switch(self, cpu: int, pid: int) -> int:
         """Run pid on cpu, or the idle kernel thread for pid -1 [4.6: kernel/sched/core.c
@@ -688,7 +721,8 @@ class RefKernel:
         return KernelView(processes=procs, running=tuple(self.running), pages=pages,
                           inodes=inodes, zero_pfn=self.zero_pfn,
                           stray=tuple(sorted(self.stray)),
-                          oom=self.oom.view() if self.oom is not None else None)
+                          oom=self.oom.view() if self.oom is not None else None,
+                          committed=self.commit.pages if self.commit is not None else None)
 
     # -- the OOM killer (``refmodel/oom_kernel.py``; -ENOSYS without Capability.OOM) -----------
 
@@ -704,6 +738,13 @@ class RefKernel:
 
     def oom_reap(self) -> int:
         return ENOSYS if self.oom is None else self.oom.reap()
+
+    # -- machine-wide vm sysctls (-ENOSYS without Capability.OVERCOMMIT) ------------------------
+
+    def set_sysctl(self, name: str, value: int) -> int:
+        """[4.6: kernel/sysctl.c vm_table] the sysctls are global: written once into the
+        machine's record, every space (live or created later) runs under them."""
+        return ENOSYS if self.commit is None else write_sysctl(self.commit.sysctl, name, value)
 
 
 # -- interval arithmetic over the address space's coverage ---------------------------------------

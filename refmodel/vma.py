@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from refmodel import vma_calls
-from refmodel.vma_core import Mm, Vma, dup_mmap, expand_downwards, vm_enough_memory
+from refmodel.vma_core import Mm, Vma, dup_mmap, exit_mmap, expand_downwards, vm_enough_memory
 from specs.errno import Errno
 from specs.machine import PAGE_SHIFT, PAGE_SIZE, MachineConfig
 from specs.vma import (
@@ -31,6 +31,7 @@ from specs.vma import (
     MmView,
     ProcessConfig,
     VmaView,
+    VmCommit,
     process_config,
 )
 
@@ -55,10 +56,12 @@ def exec_stack(mm: Mm) -> None:
     expand_downwards(mm, vma, base)
 
 
-def boot(pconf: ProcessConfig) -> Mm:
-    """A freshly exec'd process: the stack, and a break at start_brk with no heap yet."""
+def boot(pconf: ProcessConfig, commit: VmCommit | None = None) -> Mm:
+    """A freshly exec'd process: the stack, and a break at start_brk with no heap yet;
+    ``commit`` is the machine-wide counter to charge (None: a private one)."""
     mm = Mm(pconf=pconf, start_brk=pconf.start_brk, brk=pconf.start_brk,
-            end_data=pconf.start_brk, mmap_base=pconf.mmap_base)
+            end_data=pconf.start_brk, mmap_base=pconf.mmap_base,
+            commit=commit if commit is not None else VmCommit())
     if pconf.with_stack:
         exec_stack(mm)
     return mm
@@ -68,13 +71,32 @@ def _ul(value: int) -> int:
     return value & ULONG_MASK
 
 
+def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
+    """[4.6: kernel/sysctl.c] max_map_count >= 0, overcommit_memory 0..2; writing the ratio
+    clears the kbytes and the other way round [4.6: mm/util.c overcommit_ratio_handler,
+    overcommit_kbytes_handler].  [Simplified: negative ratios are refused.]"""
+    if name not in SYSCTL_DEFAULTS or value < 0:
+        return EINVAL
+    if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
+        return EINVAL
+    table[name] = value
+    if name == "overcommit_ratio":
+        table["overcommit_kbytes"] = 0
+    elif name == "overcommit_kbytes":
+        table["overcommit_ratio"] = 0
+    return 0
+
+
 class RefAddressSpace:
     """The reference implementation of ``specs.vma.AddressSpace``."""
 
-    def __init__(self, config: MachineConfig, pconf: ProcessConfig | None = None) -> None:
+    def __init__(self, config: MachineConfig, pconf: ProcessConfig | None = None,
+                 commit: VmCommit | None = None) -> None:
         self.config = config
         self.capabilities: frozenset[Capability] = ALL_CAPABILITIES
-        self.mm = boot(pconf if pconf is not None else process_config(config))
+        self.mm = boot(pconf if pconf is not None else process_config(config), commit)
+        #: the counter is the machine's (a composed kernel's), not this space's own
+        self.shared = commit is not None
         self.next_fd = FIRST_FD
 
     # -- system calls ----------------------------------------------------------------------------
@@ -104,15 +126,21 @@ class RefAddressSpace:
     def dup_mm(self) -> RefAddressSpace | int:
         """[4.6: kernel/fork.c dup_mm, dup_mmap] the child's address space: the VMA copies,
         the counters, the layout, the sysctls and the file table (fork copies the fds)."""
-        mm = dup_mmap(self.mm)
+        mm = dup_mmap(self.mm, self.shared)
         if isinstance(mm, int):
             return mm
         child = type(self).__new__(type(self))
         child.config = self.config
         child.capabilities = self.capabilities
         child.mm = mm
+        child.shared = self.shared
         child.next_fd = self.next_fd
         return child
+
+    def exit_mmap(self) -> int:
+        """[4.6: mm/mmap.c exit_mmap] the space empties and its charges are released."""
+        exit_mmap(self.mm)
+        return 0
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -127,20 +155,8 @@ class RefAddressSpace:
         return fd
 
     def set_sysctl(self, name: str, value: int) -> int:
-        """[4.6: kernel/sysctl.c] max_map_count >= 0, overcommit_memory 0..2; writing the
-        ratio clears the kbytes and the other way round [4.6: mm/util.c
-        overcommit_ratio_handler, overcommit_kbytes_handler].  [Simplified: negative ratios are
-        refused.]"""
-        if name not in SYSCTL_DEFAULTS or value < 0:
-            return EINVAL
-        if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
-            return EINVAL
-        self.mm.sysctl[name] = value
-        if name == "overcommit_ratio":
-            self.mm.sysctl["overcommit_kbytes"] = 0
-        elif name == "overcommit_kbytes":
-            self.mm.sysctl["overcommit_ratio"] = 0
-        return 0
+        """``write_sysctl`` on the sysctls in force (the machine's when shared)."""
+        return write_sysctl(self.mm.sysctl, name, value)
 
     # -- views -----------------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from specs.vma import (
     OVERCOMMIT_ALWAYS,
     OVERCOMMIT_GUESS,
     PAGE_MASK,
-    SYSCTL_DEFAULTS,
     TASK_SIZE,
     TASK_UNMAPPED_BASE,
     ULONG_MASK,
@@ -46,6 +45,7 @@ from specs.vma import (
     FileView,
     ProcessConfig,
     VmaView,
+    VmCommit,
     page_align,
 )
 
@@ -57,6 +57,16 @@ EPERM: Final = -Errno.EPERM
 def u64(value: int) -> int:
     """The value as a C unsigned long holds it."""
     return value & ULONG_MASK
+
+
+@attrs.define(eq=False)
+class ShmemHolders:
+    """How many mms of a machine-wide counter hold one shmem object: 4.6 charges the object
+    once, on its inode, and releases the charge when its last mapping goes [4.6: mm/shmem.c
+    shmem_evict_inode].  Only spaces sharing a ``VmCommit`` make one; a standalone child
+    charges its own copy instead (``dup_mmap``)."""
+
+    mms: int = 1
 
 
 @attrs.define(eq=False)
@@ -73,6 +83,8 @@ class File:
     #: [4.6: mm/shmem.c shmem_acct_size] pages charged when the shmem object was created
     charged: int = 0
     users: int = 0
+    #: the mms sharing this object's charge, when they share a VmCommit (else None)
+    holders: ShmemHolders | None = None
 
     def view(self) -> FileView:
         return FileView(ident=self.ident, fd=self.fd, size=self.size, readable=self.readable,
@@ -127,18 +139,31 @@ class Mm:
     exec_vm: int = 0
     stack_vm: int = 0
     locked_vm: int = 0
-    #: vm_committed_as, in pages
-    committed: int = 0
+    #: vm_committed_as and the overcommit sysctls: private, or the machine's
+    commit: VmCommit = attrs.Factory(VmCommit)
     start_brk: int = 0
     brk: int = 0
     end_data: int = 0
     mmap_base: int = 0
     mmap_legacy_base: int = TASK_UNMAPPED_BASE
-    sysctl: dict[str, int] = attrs.Factory(lambda: dict(SYSCTL_DEFAULTS))
     files: dict[int, File] = attrs.Factory(dict)
     fds: dict[int, File] = attrs.Factory(dict)
     next_anon_vma: int = 1
     next_file: int = 1
+
+    @property
+    def committed(self) -> int:
+        """vm_committed_as, in pages."""
+        return self.commit.pages
+
+    @committed.setter
+    def committed(self, pages: int) -> None:
+        self.commit.pages = pages
+
+    @property
+    def sysctl(self) -> dict[str, int]:
+        """The sysctls in force (the machine's when the counter is shared)."""
+        return self.commit.sysctl
 
     @property
     def map_count(self) -> int:
@@ -212,7 +237,11 @@ class Mm:
             return
         file.users -= 1
         if file.shmem and file.users == 0:
-            vm_unacct_memory(self, file.charged)
+            holders = file.holders
+            if holders is not None:
+                holders.mms -= 1
+            if holders is None or holders.mms == 0:
+                vm_unacct_memory(self, file.charged)
             del self.files[file.ident]
 
     def new_anon_vma(self) -> int:
@@ -685,24 +714,27 @@ def expand_stack(mm: Mm, vma: Vma, address: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def dup_mmap(old: Mm) -> Mm | int:
+def dup_mmap(old: Mm, shared: bool = False) -> Mm | int:
     """The child's mm, or -ENOMEM with ``old`` as it was.
 
     The counters come over first and a VM_DONTCOPY VMA is taken back out of them; each
     VM_ACCOUNT VMA is charged through the parent's mm (4.6's call passes oldmm), so the test
     sees the parent's commitment plus what the child has charged so far, and the parent's
-    total_vm.
-    [Simplified: vm_committed_as is per mm in this model, so the parent gets its committed
-    back once the test is done and the child's starts from its own VM_ACCOUNT VMAs and the
-    shmem objects it holds.]  A copy of a VMA with an anon_vma gets a fresh one whose chain
-    also holds the parent's (anon_vma_fork), numbered in VMA order in the child.
+    total_vm.  With ``shared`` the child shares the parent's VmCommit (the machine-wide
+    counter of a composed kernel): the charges stay, and a refused one takes back those made
+    before it; each shmem object the child still maps is held by one more mm.
+    [Simplified: without ``shared`` (a standalone space) vm_committed_as is per mm, so the
+    parent gets its committed back once the test is done and the child's starts from its own
+    VM_ACCOUNT VMAs and the shmem objects it holds.]  A copy of a VMA with an anon_vma gets
+    a fresh one whose chain also holds the parent's (anon_vma_fork), numbered in VMA order
+    in the child.
     [Simplified: anon_vma_clone's reuse of an anon_vma left with degree < 2 needs the other
     processes' VMAs, which one mm does not see; every copy gets a new anon_vma.]"""
+    commit = old.commit if shared else VmCommit(sysctl=dict(old.sysctl))
     mm = Mm(pconf=old.pconf, total_vm=old.total_vm, data_vm=old.data_vm,
             exec_vm=old.exec_vm, stack_vm=old.stack_vm, start_brk=old.start_brk,
             brk=old.brk, end_data=old.end_data, mmap_base=old.mmap_base,
-            mmap_legacy_base=old.mmap_legacy_base, sysctl=dict(old.sysctl),
-            next_file=old.next_file)
+            mmap_legacy_base=old.mmap_legacy_base, commit=commit, next_file=old.next_file)
     for ident, file in old.files.items():
         mm.files[ident] = File(ident=file.ident, fd=file.fd, size=file.size,
                                readable=file.readable, writable=file.writable,
@@ -725,8 +757,30 @@ def dup_mmap(old: Mm) -> Mm | int:
             copy.anon_vma = mm.new_anon_vma()
             copy.inherited = True
         mm.link(copy)
-    old.committed = committed
     for ident in [i for i, f in mm.files.items() if f.shmem and not f.users]:
         del mm.files[ident]  # only a VM_DONTCOPY VMA held it
+    if shared:
+        for ident, file in mm.files.items():
+            if file.shmem:
+                theirs = old.files[ident]
+                if theirs.holders is None:
+                    theirs.holders = ShmemHolders()
+                theirs.holders.mms += 1
+                file.holders = theirs.holders
+        return mm
+    old.committed = committed
     mm.committed = charged + sum(f.charged for f in mm.files.values())
     return mm
+
+
+def exit_mmap(mm: Mm) -> None:
+    """[4.6: mm/mmap.c exit_mmap] every VMA goes, with its VM_ACCOUNT charge and its file
+    reference (the last mm holding a shmem object releases the object's charge)."""
+    nr_accounted = 0
+    doomed, mm.vmas = mm.vmas, []
+    for vma in doomed:
+        if vma.flags & VM_ACCOUNT:
+            nr_accounted += vma.pages
+        mm.fput(vma.file)
+    vm_unacct_memory(mm, nr_accounted)
+    mm.total_vm = mm.data_vm = mm.exec_vm = mm.stack_vm = mm.locked_vm = 0

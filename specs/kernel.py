@@ -87,6 +87,11 @@ class Capability(enum.Enum):
     #: user fault with VM_FAULT_OOM runs out_of_memory; oom_score_adj, credentials,
     #: oom_score() and oom_reap() are implemented, and the views carry ``oom``
     OOM = "oom"
+    #: one machine-wide vm_committed_as and machine-wide vm sysctls: every address space
+    #: shares the kernel's ``specs.vma.VmCommit`` (the vma part has SHARED_COMMIT),
+    #: set_sysctl() is implemented and the view carries ``committed`` [4.6: mm/util.c
+    #: vm_committed_as, __vm_enough_memory; kernel/sysctl.c vm_table]
+    OVERCOMMIT = "overcommit"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -227,6 +232,8 @@ class KernelView:
     stray: tuple[int, ...] = ()
     #: the OOM killer's state; None for a kernel without Capability.OOM
     oom: OomView | None = None
+    #: vm_committed_as in pages, machine-wide; None for a kernel without Capability.OVERCOMMIT
+    committed: int | None = None
 
     @functools.cached_property
     def by_pfn(self) -> dict[int, PageView]:
@@ -348,6 +355,12 @@ class Kernel(Protocol):
     def oom_reap(self) -> int:
         """The OOM reaper takes the task at the head of its queue and reaps it: that pid,
         or 0 when the queue is empty.  Needs OOM."""
+        ...
+
+    def set_sysctl(self, name: str, value: int) -> int:
+        """Write one of ``specs.vma.SYSCTL_DEFAULTS``' vm sysctls for the whole machine: every
+        live address space and every one created later runs under it.  0, -EINVAL out of
+        range (as ``AddressSpace.set_sysctl``), -ENOSYS without OVERCOMMIT."""
         ...
 
 

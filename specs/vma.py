@@ -270,7 +270,8 @@ class MmView:
     exec_vm: int
     stack_vm: int
     locked_vm: int
-    #: vm_committed_as in pages (one mm per machine, so it is this mm's charge)
+    #: vm_committed_as in pages, as this space charges it: its own charges when it keeps a
+    #: private counter, the machine-wide count when it shares a ``VmCommit``
     committed: int
     start_brk: int
     brk: int
@@ -293,6 +294,22 @@ class MmView:
         return self.vmas[lo] if lo < len(self.vmas) else None
 
 
+@attrs.define(eq=False)
+class VmCommit:
+    """The machine-wide half of overcommit accounting [4.6: mm/util.c vm_committed_as,
+    sysctl_overcommit_memory, sysctl_overcommit_ratio, sysctl_overcommit_kbytes].
+
+    A standalone address space keeps one of its own; a composed kernel creates one per
+    machine and hands it to every space it creates, so that every charge and every
+    overcommit test sees the whole machine, as in 4.6.  Mutable on purpose: it is shared.
+    """
+
+    #: pages committed (vm_committed_as)
+    pages: int = 0
+    #: the sysctls of SYSCTL_DEFAULTS, in force for every space sharing this record
+    sysctl: dict[str, int] = attrs.Factory(lambda: dict(SYSCTL_DEFAULTS))
+
+
 class Capability(enum.Enum):
     """Optional parts of the contract; a check that needs one an implementation lacks is
     reported as skipped, never as failed."""
@@ -307,6 +324,9 @@ class Capability(enum.Enum):
     OVERCOMMIT = "overcommit"
     #: dup_mm(): the VMA half of fork
     FORK = "fork"
+    #: the factory's ``commit=`` keyword and exit_mmap(): spaces share one machine-wide
+    #: ``VmCommit`` (``Shared commit`` in specs/vma.md)
+    SHARED_COMMIT = "shared_commit"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -372,7 +392,26 @@ class AddressSpace(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedCommitSpace(AddressSpace, Protocol):
+    """An address space with Capability.SHARED_COMMIT (``Shared commit`` in specs/vma.md)."""
+
+    def exit_mmap(self) -> int:
+        """[4.6: mm/mmap.c exit_mmap] unmap everything and release every charge this mm
+        made; the space is empty afterwards.  Returns 0."""
+        ...
+
+
 class AddressSpaceFactory(Protocol):
-    """``module:factory`` plug-ins are callables of this shape."""
+    """``module:factory`` plug-ins are callables of this shape.  A factory of spaces with
+    Capability.SHARED_COMMIT also accepts ``commit=VmCommit`` (``SharedCommitFactory``)."""
 
     def __call__(self, config: MachineConfig) -> AddressSpace: ...
+
+
+class SharedCommitFactory(Protocol):
+    """The factory of a space with Capability.SHARED_COMMIT: ``commit`` is the record it
+    charges and reads its sysctls from (None: a private one)."""
+
+    def __call__(self, config: MachineConfig, commit: VmCommit | None = None) -> AddressSpace:
+        ...

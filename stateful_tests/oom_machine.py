@@ -7,7 +7,9 @@ private writable mappings populated at mmap time (``MAP_POPULATE``) that exhaust
 preset's 16 MiB, one-shot page-allocation failures that make a single write fault end in
 VM_FAULT_OOM (the cheap way to run ``pagefault_out_of_memory``), fork trees so children can
 be sacrificed, ``oom_score_adj`` writes (-1000 and out-of-range values included),
-credentials, ``/proc/<pid>/oom_score`` reads, and the reaper.  Pid 1 is global init, which
+credentials, ``/proc/<pid>/oom_score`` reads, the reaper, and overcommit pressure: the
+machine-wide sysctls switched to OVERCOMMIT_NEVER (or back) while several processes commit
+large private writable regions without touching them.  Pid 1 is global init, which
 the OOM killer never chooses; the others are fair game.  Each step is judged with the
 snapshots before and after it (``invariants.oom_rules.OomStep``).
 """
@@ -23,19 +25,34 @@ from invariants.fault import FaultSnapshot
 from invariants.oom_rules import OomStep
 from invariants.registry import CheckFailure
 from specs.kernel import Capability
-from specs.vma import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from specs.vma import (
+    MAP_ANONYMOUS,
+    MAP_POPULATE,
+    MAP_PRIVATE,
+    OVERCOMMIT_GUESS,
+    PROT_READ,
+    PROT_WRITE,
+)
 from stateful_tests.common import MachineSpec, identifier, when_capable
 from stateful_tests.fault_machine import PAGE, FaultMachineBase
 
 MAX_PROCS = 6
 OPERATIONS = ("spawn", "fork", "exit", "switch", "read", "write", "copy_from_user",
               "copy_to_user", "open_file", "mmap", "munmap", "mprotect", "fail_page_alloc",
-              "set_oom_score_adj", "set_credentials", "oom_score", "oom_reap")
+              "set_oom_score_adj", "set_credentials", "oom_score", "oom_reap", "set_sysctl")
 #: populate sizes in pages: small ones build RSS differences, two big ones exhaust tiny
 HOG_PAGES = (8, 64, 512, 1536, 2560)
 #: oom_score_adj values: the limits, just outside them, and the ones that matter on tiny
 #: (totalpages / 1000 is 4 there, so one unit of adj is worth 4 pages)
 ADJ_VALUES = (250, 1000, -500, -1000, 1, -999, 0, -1, 1001, -1001)
+#: overcommit_memory values: NEVER most of all, the other two, and two 4.6 refuses
+OVERCOMMIT_MODES = (2, 2, 0, 1, 3, -1)
+#: overcommit_ratio values (percent of RAM NEVER lets processes commit)
+OVERCOMMIT_RATIOS = (50, 100, 25, 0)
+#: how much of that limit each process commits, in percent: one fits, two do not
+COMMIT_SHARES = (60, 90, 30, 120)
+#: how many processes commit at once
+COMMITTERS = 3
 
 
 class OomMachineBase(FaultMachineBase):
@@ -182,6 +199,36 @@ class OomMachineBase(FaultMachineBase):
         if isinstance(pid, int) and pid > 0:
             self.ledger.private.pop(pid, None)
 
+    def do_overcommit(self, mode: int, ratio: int, kbytes: bool, share: int, fork_after: bool,
+                      restore: bool) -> None:
+        """The machine-wide sysctls are written (the ratio, or the same limit in kbytes),
+        then up to three processes each map ``share`` percent of that limit private and
+        writable without touching it (VM_ACCOUNT: charged, nothing allocated); with
+        ``fork_after`` the last of them forks, charging its copy again; then the regions go
+        and, with ``restore``, GUESS comes back."""
+        self.trace.rule("overcommit", mode=mode, ratio=ratio, kbytes=kbytes, share=share,
+                        fork_after=fork_after, restore=restore)
+        self.step("set_sysctl", name="overcommit_memory", value=mode)
+        limit = self.spec.config.nr_pages * ratio // 100
+        if kbytes:
+            self.step("set_sysctl", name="overcommit_kbytes", value=limit * PAGE // 1024)
+        else:
+            self.step("set_sysctl", name="overcommit_ratio", value=ratio)
+        length = max(limit * share // 100, 1) * PAGE
+        mapped: list[tuple[int, int]] = []
+        for pid in self.pids()[:COMMITTERS]:
+            addr = self.step("mmap", pid=pid, addr=0, length=length,
+                             prot=PROT_READ | PROT_WRITE, flags=MAP_PRIVATE | MAP_ANONYMOUS)
+            if isinstance(addr, int) and addr >= 0:
+                mapped.append((pid, addr))
+        if fork_after and mapped and len(self.pids()) < MAX_PROCS \
+                and Capability.FORK in self.caps:
+            self._fork(mapped[-1][0])
+        for pid, addr in mapped:
+            self.step("munmap", pid=pid, addr=addr, length=length)
+        if restore:
+            self.step("set_sysctl", name="overcommit_memory", value=OVERCOMMIT_GUESS)
+
     def do_exit_victim(self, reap_first: bool) -> None:
         """The first process with SIGKILL pending exits, as it would on its own; with
         ``reap_first`` the reaper gets to it first (or to whoever heads its queue)."""
@@ -273,6 +320,15 @@ def make_oom_machine(spec: MachineSpec) -> type[OomMachineBase]:
         @rule()
         def oom_reap(self) -> None:
             self.do_oom_reap()
+
+        @precondition(lambda self: len(self.pids()) > 1)
+        @when_capable(spec, Capability.OVERCOMMIT)
+        @rule(mode=st.sampled_from(OVERCOMMIT_MODES), ratio=st.sampled_from(OVERCOMMIT_RATIOS),
+              kbytes=st.booleans(), share=st.sampled_from(COMMIT_SHARES),
+              fork_after=st.booleans(), restore=st.sampled_from((True, True, False)))
+        def overcommit(self, mode: int, ratio: int, kbytes: bool, share: int,
+                       fork_after: bool, restore: bool) -> None:
+            self.do_overcommit(mode, ratio, kbytes, share, fork_after, restore)
 
     OomMachine.spec = spec
     OomMachine.__name__ = OomMachine.__qualname__ = (

@@ -6,10 +6,12 @@ Both kernels run with the OOM killer (the default).  The random test drives them
 sequence of spawn/fork/exit/switch, mmap (anonymous, shared, file, populated, and big
 populated private mappings that exhaust memory until the OOM killer runs), munmap, mprotect,
 mremap, brk, user reads and writes, copies to and from user memory, page-allocation fault
-injection, and the OOM killer's calls (oom_score_adj writes with good and bad values,
-credentials, oom_score, the reaper).  The hand cases pin the paths the fast kernel does
-differently: fork and exit of a large process, failure in the middle of a fork, a
-non-FastPageTables table part (the contract-only PTE path), and an OOM kill and reap.
+injection, the OOM killer's calls (oom_score_adj writes with good and bad values,
+credentials, oom_score, the reaper), and the machine-wide vm sysctls with overcommit
+pressure (OVERCOMMIT_NEVER and large unpopulated private mappings that the one commit count
+refuses).  The hand cases pin the paths the fast kernel does differently: fork and exit of a
+large process, failure in the middle of a fork, a non-FastPageTables table part (the
+contract-only PTE path), an OOM kill and reap, and the machine-wide commit count.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ WINDOW_PAGES = 48
 HOG_PAGES = (8, 64, 512, 1536, 2560)
 #: oom_score_adj writes: the limits, just outside them (-EINVAL), and ordinary values
 ADJ_VALUES = (250, 1000, -500, -1000, 1, -999, 0, 1001, -1001)
+#: vm sysctl writes: good values and ones 4.6 refuses (-EINVAL), one unknown name
+SYSCTLS = (("overcommit_memory", 2), ("overcommit_memory", 0), ("overcommit_memory", 1),
+           ("overcommit_memory", 3), ("overcommit_ratio", 50), ("overcommit_ratio", 10),
+           ("overcommit_kbytes", 4096), ("overcommit_ratio", -1), ("max_map_count", 70),
+           ("no_such_sysctl", 1))
+#: unpopulated private writable mappings under OVERCOMMIT_NEVER: charged, nothing allocated
+COMMIT_PAGES = (300, 900, 1500)
 REF_PARTS = {"buddy": RefBuddy, "pagetable": RefPageTables, "tlb": RefTlb,
              "vma": RefAddressSpace}
 
@@ -132,7 +141,7 @@ def step(draw: Any, pair: Pair, n: int) -> None:
         ["spawn", "fork", "exit", "switch", "switch", "mmap", "mmap", "mmap", "munmap", "mprotect",
          "mremap", "brk", "open_file", "read", "write", "write", "write", "copy_from_user",
          "copy_to_user", "fail_page_alloc", "hog", "hog", "set_oom_score_adj", "set_credentials",
-         "oom_score", "oom_reap", "oom_reap"]))
+         "oom_score", "oom_reap", "oom_reap", "set_sysctl", "commit", "commit"]))
     cpu = draw(st.integers(0, pair.ref.config.nr_cpus - 1))
     if op == "spawn":
         pair("spawn")
@@ -195,6 +204,12 @@ def step(draw: Any, pair: Pair, n: int) -> None:
         pair("set_credentials", pid, draw(st.booleans()), draw(st.booleans()))
     elif op == "oom_score":
         pair("oom_score", draw(st.sampled_from([pid, 99])))
+    elif op == "set_sysctl":
+        pair("set_sysctl", *draw(st.sampled_from(SYSCTLS)))
+    elif op == "commit":
+        # overcommit pressure: NEVER, then a charge the one machine-wide count may refuse
+        pair("set_sysctl", "overcommit_memory", 2)
+        pair("mmap", pid, 0, draw(st.sampled_from(COMMIT_PAGES)) * PAGE, RW, ANON)
     else:
         pair("oom_reap")
 
@@ -372,6 +387,7 @@ def test_capabilities() -> None:
     assert Capability.EXACT not in swapped.capabilities
     assert build(config, REF_PARTS).capabilities == RefKernel(config, REF_PARTS).capabilities
     assert Capability.OOM not in FastKernel(config, oom=False).capabilities
+    assert Capability.OVERCOMMIT in build(config).capabilities
     assert build(config).fail_page_alloc(-2) == -Errno.EINVAL
 
 
@@ -489,3 +505,24 @@ def test_a_failed_fault_runs_pagefault_out_of_memory() -> None:
     assert kill is not None
     assert kill.victim == (small, small)  # the bigger of the two; init is exempt
     assert pair("write", 1, addr, b"y") == 1
+
+
+def test_one_commit_count_for_the_machine_agrees() -> None:
+    """Under OVERCOMMIT_NEVER two processes are held to one limit together; fork, exit and a
+    spawn refused its stack move the one count the same way in both kernels."""
+    pair = Pair(preset("tiny"))
+    first, second = pair("spawn"), pair("spawn")
+    assert pair("set_sysctl", "overcommit_memory", 2) == 0
+    assert pair("mmap", first, 0, 1000 * PAGE, RW, ANON) > 0
+    assert pair("mmap", second, 0, 900 * PAGE, RW, ANON) == -Errno.ENOMEM
+    assert pair("fork", first) == -Errno.ENOMEM
+    child = pair("fork", second)
+    assert child > 0
+    assert pair.fast.view().committed == 1099
+    pair("exit", first)
+    assert pair("set_sysctl", "overcommit_ratio", 0) == 0
+    assert pair("spawn") == -Errno.ENOMEM
+    assert pair.fast.view().committed == 66
+    pair("exit", child)
+    pair("exit", second)
+    assert pair.fast.view().committed == 0

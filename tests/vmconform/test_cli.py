@@ -35,7 +35,8 @@ def test_list_shows_builtins_and_checks():
     result = CliRunner().invoke(main, ["list"])
     assert 0 == result.exit_code
     for expected in ("refmodel", "fastmodel", "BUDDY-I1", "BUDDY-R14", "PAGETABLE-I1",
-                     "TLB-I1", "VMA-I1", "SLUB-I1", "tiny", "large"):
+                     "TLB-I1", "VMA-I1", "SLUB-I1", "FAULT-I1", "OOM-I1", "tiny",
+                     "large"):
         assert expected in result.output
 
 
@@ -43,7 +44,7 @@ def test_list_shows_builtins_and_checks():
 #: generic trace (handles recorded by id, rules called as do_<rule>).
 OTHER_SUBSYSTEM_MUTANTS = {
     "pagetable": "PAGETABLE-I3", "tlb": "TLB-I1", "vma": "VMA-I1", "slub": "SLUB-I1",
-    "fault": "FAULT-I1"}
+    "fault": "FAULT-I1", "oom": "OOM-R4"}
 
 
 def mutant_of(subsystem: str, target: str) -> str:
