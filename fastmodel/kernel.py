@@ -33,9 +33,16 @@ from fastmodel.fail_page_alloc import FailPageAlloc
 from fastmodel.fork import can_dup, copy_vma_ptes, dup_space
 from fastmodel.kernel_pages import Inode, PageFrames
 from fastmodel.kernel_ptes import I64, ranges_for
-from fastmodel.kernel_ranges import Interval, coverage, intersect, neighbours, subtract
+from fastmodel.kernel_ranges import (
+    Interval,
+    coverage,
+    dontneed_pieces,
+    intersect,
+    neighbours,
+    subtract,
+)
 from fastmodel.oom import FAST_OOM
-from fastmodel.oom_kernel import OomKiller, OomPolicy, OomTask
+from fastmodel.oom_kernel import OomKiller, OomPolicy
 from fastmodel.pagetable import FastPageTables
 from fastmodel.tlb import FastTlb
 from fastmodel.vma import FastAddressSpace, write_sysctl
@@ -53,6 +60,7 @@ from specs.kernel import (
     FaultResult,
     InodeView,
     KernelView,
+    OomTask,
     PartFactory,
     ProcessView,
 )
@@ -61,12 +69,15 @@ from specs.pagetable import Level, PageTables
 from specs.tlb import TLB_FLUSH_ALL, Outcome, Tlb
 from specs.tlb import is_canonical as tlb_canonical
 from specs.vma import (
+    MADV_DONTNEED,
     MAP_FIXED,
     MAP_NONBLOCK,
     MAP_POPULATE,
     MREMAP_FIXED,
     O_RDWR,
+    ULONG_MASK,
     VM_ACCOUNT,
+    VM_DONTCOPY,
     VM_LOCKED,
     AddressSpace,
     MmView,
@@ -340,6 +351,8 @@ class FastKernel:
                      oom=parent.oom.inherit())
         failed = 0
         for vma in parent.space.view().vmas:
+            if vma.flags & VM_DONTCOPY:  # the child has no such VMA [4.6: dup_mmap]
+                continue
             failed = copy_vma_ptes(self, child, parent, vma)
             if failed:
                 break
@@ -645,6 +658,31 @@ class FastKernel:
             self._move_ptes(proc, cpu, old_addr, result,
                             min(page_align(old_len), page_align(new_len)))
         self._reconcile(proc, cpu, before)
+        return result
+
+    @_changes
+    def madvise(self, pid: int, addr: int, length: int, advice: int) -> int:
+        """[4.6: mm/madvise.c sys_madvise, madvise_dontneed; mm/memory.c zap_page_range] the
+        space decides; MADV_DONTNEED then zaps every piece it accepted, one mmu_gather per
+        VMA piece (zap, flush the cleared span, release), freeing no page table."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ESRCH
+        if self._dying(proc):
+            return EINTR
+        space = proc.space
+        if VmaCapability.MADVISE not in space.capabilities:
+            return ENOSYS
+        before = space.view()
+        result: int = space.madvise(addr, length, advice)  # type: ignore[attr-defined]
+        if advice & ULONG_MASK == MADV_DONTNEED:
+            cpu = self._cpu_of(proc)
+            for start, end in dontneed_pieces(before, addr, length):
+                pfns, span = self._zap(proc, start, end)
+                if span is not None:
+                    self.tlb.flush_tlb_mm_range(cpu, self.tlb_mm(proc), span[0], span[1])
+                if pfns.size:
+                    self.release(pfns, cpu)
         return result
 
     def _move_ptes(self, proc: Proc, cpu: int, old: int, new: int, length: int) -> None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import bisect
 
 from specs import pte as pt
-from specs.vma import MmView
+from specs.vma import (
+    PAGE_MASK,
+    ULONG_MASK,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_PFNMAP,
+    MmView,
+    page_align,
+)
 
 Interval = tuple[int, int]
 
@@ -66,3 +74,24 @@ def neighbours(mapped: list[Interval], start: int, end: int) -> Interval:
     above = bisect.bisect_left(starts, end)
     ceiling = mapped[above][0] if above < len(mapped) else pt.USER_PGTABLES_CEILING
     return floor, ceiling
+
+
+def dontneed_pieces(view: MmView, addr: int, length: int) -> list[Interval]:
+    """What madvise(MADV_DONTNEED) zaps, from the VMAs before the call (it changes none):
+    the mapped parts of the range up to the first VMA it refuses (VM_LOCKED, VM_HUGETLB,
+    VM_PFNMAP), or nothing when the arguments are refused [4.6: mm/madvise.c sys_madvise,
+    madvise_dontneed]."""
+    start, length = addr & ULONG_MASK, length & ULONG_MASK
+    rounded = page_align(length)
+    end = start + rounded
+    if start & ~PAGE_MASK or (length and not rounded) or end > ULONG_MASK:
+        return []
+    first = bisect.bisect_right(view.vmas, start, key=lambda v: v.end)
+    pieces: list[Interval] = []
+    for vma in view.vmas[first:]:
+        if vma.start >= end:
+            break
+        if vma.flags & (VM_LOCKED | VM_HUGETLB | VM_PFNMAP):
+            break
+        pieces.append((max(vma.start, start), min(vma.end, end)))
+    return pieces

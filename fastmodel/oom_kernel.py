@@ -19,13 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
-import attrs
 import numpy as np
 
 from fastmodel.oom import alloc_may_oom
 from specs import pte as pt
 from specs.errno import Errno
-from specs.kernel import OomEvent, OomState, OomView, RssMember
+from specs.kernel import OomEvent, OomView, RssMember
 from specs.oom import OOM_SCORE_ADJ_MIN, OomContext, OomResult, Task, Thread
 from specs.pagetable import MmView
 from specs.vma import VM_LOCKED, VM_SHARED
@@ -53,32 +52,6 @@ class OomPolicy(Protocol):
                             cap_sys_resource: bool) -> tuple[int, Task]: ...
 
     def oom_score(self, task: Task, totalpages: int) -> int: ...
-
-
-@attrs.define
-class OomTask:
-    """One process's OOM state; ``specs.kernel.OomState`` is its view."""
-
-    oom_score_adj: int = 0
-    oom_score_adj_min: int = 0
-    cap_sys_admin: bool = False
-    cap_sys_resource: bool = False
-    sigkill: bool = False
-    memdie: bool = False
-    reaped: bool = False
-
-    def inherit(self) -> OomTask:
-        """A child starts with its parent's adjustment, minimum and credentials, and with
-        no signal or flag.  [4.6: kernel/fork.c copy_signal; kernel/cred.c copy_creds]"""
-        return OomTask(oom_score_adj=self.oom_score_adj,
-                       oom_score_adj_min=self.oom_score_adj_min,
-                       cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource)
-
-    def view(self) -> OomState:
-        return OomState(oom_score_adj=self.oom_score_adj,
-                        oom_score_adj_min=self.oom_score_adj_min,
-                        cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource,
-                        sigkill=self.sigkill, memdie=self.memdie, reaped=self.reaped)
 
 
 class OomKiller:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from fastmodel.vma_madvise import MadviseMixin
 from fastmodel.vma_mm import EINVAL, ENOMEM, EPERM, FastMm, u64
 from fastmodel.vma_store import FFile, FVma
 from specs.errno import Errno
@@ -118,7 +119,7 @@ def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
     return 0
 
 
-class FastAddressSpace(FastMm):
+class FastAddressSpace(MadviseMixin):
     """The fast implementation of ``specs.vma.AddressSpace``."""
 
     def __init__(self, config: MachineConfig, pconf: ProcessConfig | None = None,
@@ -358,6 +359,11 @@ class FastAddressSpace(FastMm):
         self.stat_account(oldflags, -nrpages)
         self.stat_account(newflags, nrpages)
         return 0, vma
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """sys_madvise [4.6: mm/madvise.c] (``fastmodel.vma_madvise``)."""
+        self._view = None
+        return self.do_madvise(addr & ULONG_MASK, length & ULONG_MASK, advice & ULONG_MASK)
 
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
                new_addr: int = 0) -> int:

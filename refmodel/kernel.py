@@ -25,10 +25,11 @@ from refmodel.fail_page_alloc import FailPageAlloc
 from refmodel.fault import Inode, Page
 from refmodel.fork import can_dup, copy_page_range, dup_address_space
 from refmodel.oom import OOM46, Oom46
-from refmodel.oom_kernel import OomKiller, OomTask, mm_populate
+from refmodel.oom_kernel import OomKiller, mm_populate
 from refmodel.pagetable import RefPageTables
 from refmodel.tlb import RefTlb
 from refmodel.vma import RefAddressSpace, write_sysctl
+from refmodel.vma_madvise import dontneed_pieces
 from specs import gfp
 from specs import pte as pt
 from specs.buddy import Capability as BuddyCapability
@@ -44,6 +45,7 @@ from specs.kernel import (
     FaultResult,
     InodeView,
     KernelView,
+    OomTask,
     PageKind,
     PageView,
     PartFactory,
@@ -54,12 +56,15 @@ from specs.pagetable import Level, PageTables
 from specs.tlb import TLB_FLUSH_ALL, Outcome, Tlb
 from specs.tlb import is_canonical as tlb_canonical
 from specs.vma import (
+    MADV_DONTNEED,
     MAP_FIXED,
     MAP_NONBLOCK,
     MAP_POPULATE,
     MREMAP_FIXED,
     O_RDWR,
+    ULONG_MASK,
     VM_ACCOUNT,
+    VM_DONTCOPY,
     VM_LOCKED,
     AddressSpace,
     MmView,
@@ -300,6 +305,8 @@ class RefKernel:
                         files=dict(parent.files), oom=parent.oom.inherit())
         failed = 0
         for vma in parent.space.view().vmas:
+            if vma.flags & VM_DONTCOPY:  # the child has no such VMA [4.6: dup_mmap]
+                continue
             failed = copy_page_range(self, child, parent, vma.start, vma.end, vma.flags,
                                      vma.anon_vma)
             if failed:
@@ -601,6 +608,37 @@ class RefKernel:
                                                              page_align(new_len)))
         self._reconcile(proc, cpu, before)
         return result
+
+    def madvise(self, pid: int, addr: int, length: int, advice: int) -> int:
+        """[4.6: mm/madvise.c sys_madvise, madvise_dontneed; mm/memory.c zap_page_range] the
+        space decides; MADV_DONTNEED then zaps each accepted piece on its own, as 4.6 calls
+        zap_page_range per VMA: clear its PTEs, flush what was cleared, release the pages.
+        No page table is freed.  The pieces are read off the VMAs before the call, which
+        DONTNEED does not change."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ESRCH
+        if self._dying(proc):
+            return EINTR
+        space = proc.space
+        if VmaCapability.MADVISE not in space.capabilities:
+            return ENOSYS
+        before = space.view()
+        result: int = space.madvise(addr, length, advice)  # type: ignore[attr-defined]
+        if advice & ULONG_MASK == MADV_DONTNEED:
+            cpu = self._cpu_of(proc)
+            for start, end in dontneed_pieces(before, addr, length):
+                self._zap_page_range(proc, cpu, start, end)
+        return result
+
+    def _zap_page_range(self, proc: Process, cpu: int, start: int, end: int) -> None:
+        """[4.6: mm/memory.c zap_page_range] one mmu_gather: zap, flush the cleared span,
+        then put the pages."""
+        pages, lo, hi = self._zap(proc, start, end)
+        if lo < hi:
+            self.tlb.flush_tlb_mm_range(cpu, self.tlb_mm(proc), lo, hi)
+        for page in pages:
+            self.put_page(page, cpu)
 
     def _move_ptes(self, proc: Process, cpu: int, old: int, new: int, length: int) -> None:
         """[Simplified: a table allocation failure stops the move; the PTEs left behind are

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-import attrs
-
 from refmodel import fault
 from refmodel.oom import Oom46, alloc_may_oom
 from specs import pte as pt
 from specs.errno import Errno
-from specs.kernel import VM_FAULT_ERROR, OomEvent, OomState, OomView, RssMember
+from specs.kernel import VM_FAULT_ERROR, OomEvent, OomView, RssMember
 from specs.oom import OOM_SCORE_ADJ_MIN, OomContext, OomResult, Task, Thread
 from specs.pagetable import Level, MmView
 from specs.vma import VM_EXEC, VM_IO, VM_LOCKED, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
@@ -36,33 +34,6 @@ ESRCH: Final = -Errno.ESRCH
 PAGE_SIZE: Final = pt.PAGE_SIZE
 #: the CPU the oom_reaper kernel thread runs on
 REAPER_CPU: Final = 0  # [Simplified: always CPU 0]
-
-
-@attrs.define
-class OomTask:
-    """One process's OOM state (``specs.kernel.OomState`` is its view)."""
-
-    oom_score_adj: int = 0
-    oom_score_adj_min: int = 0
-    cap_sys_admin: bool = False
-    cap_sys_resource: bool = False
-    sigkill: bool = False
-    memdie: bool = False
-    reaped: bool = False
-
-    def inherit(self) -> OomTask:
-        """The child's state at fork: the adjustment, its minimum and the credentials carry
-        over; no signal or flag does.  [4.6: kernel/fork.c copy_signal; kernel/cred.c
-        copy_creds]"""
-        return OomTask(oom_score_adj=self.oom_score_adj,
-                       oom_score_adj_min=self.oom_score_adj_min,
-                       cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource)
-
-    def view(self) -> OomState:
-        return OomState(oom_score_adj=self.oom_score_adj,
-                        oom_score_adj_min=self.oom_score_adj_min,
-                        cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource,
-                        sigkill=self.sigkill, memdie=self.memdie, reaped=self.reaped)
 
 
 class OomKiller:

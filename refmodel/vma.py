@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from refmodel import vma_calls
+from refmodel import vma_calls, vma_madvise
 from refmodel.vma_core import Mm, Vma, dup_mmap, exit_mmap, expand_downwards, vm_enough_memory
 from specs.errno import Errno
 from specs.machine import PAGE_SHIFT, PAGE_SIZE, MachineConfig
@@ -119,6 +119,9 @@ class RefAddressSpace:
 
     def brk(self, addr: int) -> int:
         return vma_calls.sys_brk(self.mm, _ul(addr))
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        return vma_madvise.sys_madvise(self.mm, _ul(addr), _ul(length), _ul(advice))
 
     def touch(self, addr: int, write: bool = True) -> int:
         return vma_calls.touch(self.mm, _ul(addr), bool(write))

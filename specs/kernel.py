@@ -160,6 +160,35 @@ class OomState:
     reaped: bool = False
 
 
+@attrs.define
+class OomTask:
+    """The mutable per-process OOM state a composed kernel keeps; :class:`OomState` is its
+    view.  One record for every implementation, like ``specs.vma.VmCommit``: what it holds
+    and how fork passes it on are the contract, not a design choice."""
+
+    oom_score_adj: int = 0
+    oom_score_adj_min: int = 0
+    cap_sys_admin: bool = False
+    cap_sys_resource: bool = False
+    sigkill: bool = False
+    memdie: bool = False
+    reaped: bool = False
+
+    def inherit(self) -> OomTask:
+        """The child's state at fork: the adjustment, its minimum and the credentials carry
+        over; no signal or flag does.  [4.6: kernel/fork.c copy_signal; kernel/cred.c
+        copy_creds]"""
+        return OomTask(oom_score_adj=self.oom_score_adj,
+                       oom_score_adj_min=self.oom_score_adj_min,
+                       cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource)
+
+    def view(self) -> OomState:
+        return OomState(oom_score_adj=self.oom_score_adj,
+                        oom_score_adj_min=self.oom_score_adj_min,
+                        cap_sys_admin=self.cap_sys_admin, cap_sys_resource=self.cap_sys_resource,
+                        sigkill=self.sigkill, memdie=self.memdie, reaped=self.reaped)
+
+
 @attrs.frozen
 class OomEvent:
     """One out_of_memory call: what called it, the task descriptors it decided on (as they
@@ -309,6 +338,12 @@ class Kernel(Protocol):
     def mremap(self, pid: int, old_addr: int, old_len: int, new_len: int, flags: int = 0,
                new_addr: int = 0) -> int:
         """sys_mremap in pid's mm; PTEs move with the mapping."""
+        ...
+
+    def madvise(self, pid: int, addr: int, length: int, advice: int) -> int:
+        """sys_madvise in pid's mm (``specs.vma.MADV_ADVICE``); MADV_DONTNEED also zaps the
+        pages of every piece it accepted (``specs/fault.md``).  -ENOSYS when the address
+        space lacks ``specs.vma.Capability.MADVISE``."""
         ...
 
     def brk(self, pid: int, addr: int) -> int:

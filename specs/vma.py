@@ -81,6 +81,12 @@ MAP_HUGE_MASK: Final = 0x3F
 MREMAP_MAYMOVE: Final = 1
 MREMAP_FIXED: Final = 2
 
+#: madvise advice the contract covers [4.6: include/uapi/asm-generic/mman-common.h]
+MADV_DONTNEED: Final = 4
+MADV_DONTFORK: Final = 10
+MADV_DOFORK: Final = 11
+MADV_ADVICE: Final = frozenset({MADV_DONTNEED, MADV_DONTFORK, MADV_DOFORK})
+
 #: open_file modes [4.6: include/uapi/asm-generic/fcntl.h]
 O_RDONLY: Final = 0
 O_WRONLY: Final = 1
@@ -104,7 +110,7 @@ VM_PFNMAP: Final = 0x400
 VM_DENYWRITE: Final = 0x800
 VM_LOCKED: Final = 0x2000
 VM_IO: Final = 0x4000
-#: [4.6: include/linux/mm.h] set by madvise(MADV_DONTFORK); no modelled call sets it
+#: [4.6: include/linux/mm.h] set by madvise(MADV_DONTFORK), cleared by MADV_DOFORK
 VM_DONTCOPY: Final = 0x2_0000
 VM_DONTEXPAND: Final = 0x4_0000
 VM_LOCKONFAULT: Final = 0x8_0000
@@ -327,6 +333,8 @@ class Capability(enum.Enum):
     #: the factory's ``commit=`` keyword and exit_mmap(): spaces share one machine-wide
     #: ``VmCommit`` (``Shared commit`` in specs/vma.md)
     SHARED_COMMIT = "shared_commit"
+    #: madvise() with MADV_DONTNEED, MADV_DONTFORK and MADV_DOFORK (``MadviseSpace``)
+    MADVISE = "madvise"
 
 
 ALL_CAPABILITIES: Final = frozenset(Capability)
@@ -399,6 +407,16 @@ class SharedCommitSpace(AddressSpace, Protocol):
     def exit_mmap(self) -> int:
         """[4.6: mm/mmap.c exit_mmap] unmap everything and release every charge this mm
         made; the space is empty afterwards.  Returns 0."""
+        ...
+
+
+@runtime_checkable
+class MadviseSpace(AddressSpace, Protocol):
+    """An address space with Capability.MADVISE (``madvise`` in specs/vma.md)."""
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """sys_madvise for the advice in MADV_ADVICE: 0 or -errno; the VMAs before a refused
+        piece keep the change, and a hole in the range gives -ENOMEM after the rest changed."""
         ...
 
 

@@ -19,9 +19,14 @@ from invariants.fault import FaultLedger, FaultSnapshot
 from invariants.fault_rules import SNAPSHOT_RULES, FaultStep
 from invariants.registry import LOCKSTEP, CheckFailure
 from refmodel.kernel import RefKernel
+from refmodel.vma_madvise import dontneed_pieces
 from specs import pte as pt
+from specs.errno import Errno
 from specs.kernel import Capability, FaultResult, KernelView
 from specs.vma import (
+    MADV_DOFORK,
+    MADV_DONTFORK,
+    MADV_DONTNEED,
     MAP_ANONYMOUS,
     MAP_PRIVATE,
     MAP_SHARED,
@@ -32,8 +37,10 @@ from specs.vma import (
     PROT_WRITE,
     VM_GROWSDOWN,
     VM_SHARED,
+    MmView,
     page_align,
 )
+from specs.vma import Capability as VmaCapability
 from stateful_tests.common import ConformanceMachine, MachineSpec, identifier, when_capable
 from stateful_tests.harness import describe_call
 
@@ -41,7 +48,9 @@ PAGE = 4096
 MAX_PROCS = 4
 OPERATIONS = ("spawn", "fork", "exit", "switch", "read", "write", "copy_from_user",
               "copy_to_user", "open_file", "mmap", "munmap", "mprotect", "mremap", "brk",
-              "fail_page_alloc")
+              "fail_page_alloc", "madvise")
+#: the madvise rule's advice, DONTNEED most often (it is the one that changes memory)
+ADVICE = (MADV_DONTNEED, MADV_DONTNEED, MADV_DONTFORK, MADV_DOFORK)
 #: Where a bad access goes (FAULT-R5): the kernel half, the non-canonical hole, the canonical
 #: page above TASK_SIZE, the null page, below and at the foot of the stack (growth and the
 #: guard page), beyond RLIMIT_STACK, the page before and after a mapping, an access
@@ -244,8 +253,12 @@ class FaultMachineBase(ConformanceMachine):
         child = self.step("fork", pid=parent)
         if not isinstance(child, int) or child <= 0:
             return -1
-        self.maps[child] = list(self.maps.get(parent, []))
         self.ledger.private[child] = dict(self.ledger.private.get(parent, {}))
+        # a MADV_DONTFORK range is not copied: the child has neither it nor its bytes
+        space = self.kernel.space(child).view()
+        self.maps[child] = [(addr, length) for addr, length in self.maps.get(parent, [])
+                            if _mapped(space, addr, addr + length)]
+        self.forget_unmapped(child)
         return child
 
     def do_exit(self, index: int) -> None:
@@ -362,6 +375,23 @@ class FaultMachineBase(ConformanceMachine):
         if maps:
             start = maps[mapping % len(maps)][0] + page * PAGE
             self.step("mprotect", pid=pid, addr=start, length=pages * PAGE, prot=prot)
+
+    def do_madvise(self, index: int, mapping: int, page: int, pages: int, advice: int) -> None:
+        """madvise on part of a mapping: DONTNEED drops what the process stored privately
+        there (it reads back as zeros, or the file's bytes), shared contents stay; DONTFORK
+        keeps the range out of later children, DOFORK lets it back in."""
+        self.trace.rule("madvise", index=index, mapping=mapping, page=page, pages=pages,
+                        advice=advice)
+        pid = self.pick(index)
+        maps = self.maps.get(pid, [])
+        if not maps or VmaCapability.MADVISE not in self.kernel.space(pid).capabilities:
+            return
+        start, length = maps[mapping % len(maps)][0] + page * PAGE, pages * PAGE
+        before = self.kernel.space(pid).view()
+        result = self.step("madvise", pid=pid, addr=start, length=length, advice=advice)
+        if advice == MADV_DONTNEED and result in (0, -Errno.ENOMEM, -Errno.EINVAL):
+            for lo, hi in dontneed_pieces(before, start, length):
+                self.forget(pid, lo, hi)
 
     def do_read(self, index: int, cpu: int, mapping: int, page: int, offset: int,
                 n: int) -> None:
@@ -569,6 +599,12 @@ class FaultMachineBase(ConformanceMachine):
         self.maps[pid] = [(result, new_len) if m == (old, old_len) else m for m in maps]
 
 
+def _mapped(space: MmView, start: int, end: int) -> bool:
+    """Whether any VMA of the space meets [start, end)."""
+    vma = space.find(start)
+    return vma is not None and vma.start < end
+
+
 def _not_kept(*args: int) -> bytes:
     raise RuntimeError("a 'before' snapshot keeps no page or file contents")
 
@@ -650,6 +686,12 @@ def make_fault_machine(spec: MachineSpec) -> type[FaultMachineBase]:
               prot=st.sampled_from(PROTS))
         def mprotect(self, index: int, mapping: int, page: int, pages: int, prot: int) -> None:
             self.do_mprotect(index, mapping, page, pages, prot)
+
+        @precondition(lambda self: bool(self.maps))
+        @rule(index=procs, mapping=maps, page=pages, pages=st.integers(1, 3),
+              advice=st.sampled_from(ADVICE))
+        def madvise(self, index: int, mapping: int, page: int, pages: int, advice: int) -> None:
+            self.do_madvise(index, mapping, page, pages, advice)
 
         @precondition(lambda self: bool(self.maps))
         @rule(index=procs, cpu=cpus, mapping=maps, page=pages, offset=offsets, n=sizes)

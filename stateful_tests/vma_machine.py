@@ -26,6 +26,9 @@ from specs.errno import describe
 from specs.machine import PAGE_SIZE
 from specs.vma import (
     DEFAULT_MAX_MAP_COUNT,
+    MADV_DOFORK,
+    MADV_DONTFORK,
+    MADV_DONTNEED,
     MAP_32BIT,
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -51,6 +54,7 @@ from specs.vma import (
     PROT_SEM,
     PROT_WRITE,
     TASK_SIZE,
+    VM_DONTCOPY,
     VM_GROWSDOWN,
     AddressSpace,
     Capability,
@@ -75,8 +79,11 @@ MAX_PAGES = 6
 MAX_FDS = 4
 
 RESULT_CHECKS: dict[str, Callable[[Any], str | None]] = dict.fromkeys(
-    ("mmap", "munmap", "mprotect", "mremap", "brk", "touch", "open_file", "set_sysctl"),
+    ("mmap", "munmap", "mprotect", "mremap", "brk", "touch", "open_file", "set_sysctl",
+     "madvise"),
     want_int)
+#: The advice the madvise rule draws: the contract's three, and two it refuses (-EINVAL).
+ADVICE = st.sampled_from([MADV_DONTFORK, MADV_DONTFORK, MADV_DOFORK, MADV_DONTNEED, 8, -1])
 
 
 def want_child(value: Any) -> str | None:
@@ -312,6 +319,13 @@ class VmaMachineBase(ConformanceMachine):
         self.trace.rule("mprotect", page=page, pages=pages, prot=prot)
         self.step("mprotect", addr=self.at(page), length=pages * PAGE_SIZE, prot=prot)
 
+    def do_madvise(self, page: int, pages: int, advice: int, skew: int) -> None:
+        """madvise on the window; ``skew`` adds bytes to the length (rounded up) or, when
+        negative, misaligns the start."""
+        self.trace.rule("madvise", page=page, pages=pages, advice=advice, skew=skew)
+        addr = self.at(page) + (1 if skew < 0 else 0)
+        self.step("madvise", addr=addr, length=pages * PAGE_SIZE + max(skew, 0), advice=advice)
+
     def do_mremap(self, page: int, old_pages: int, new_pages: int, flags: int,
                   new_page: int) -> None:
         """old_pages 0 means the whole VMA at (or after) the page: in-place growth, moves."""
@@ -347,8 +361,8 @@ class VmaMachineBase(ConformanceMachine):
             self.fds.append(fd)
 
     def do_at_limit(self, slack: int, op: str, page: int, pages: int, prot: int) -> None:
-        """max_map_count set a few VMAs from map_count for one mmap, munmap or mprotect, then
-        back to the default: the limits' edges without starving the rest of the run."""
+        """max_map_count set a few VMAs from map_count for one mmap, munmap, mprotect or
+        madvise, then back to the default: the limits' edges without starving the run."""
         self.trace.rule("at_limit", slack=slack, op=op, page=page, pages=pages, prot=prot)
         big = [v for v in self.view.vmas if v.pages >= 3 and self.window <= v.start
                < self.at(WINDOW_PAGES)]
@@ -380,6 +394,11 @@ class VmaMachineBase(ConformanceMachine):
             self.step("munmap", addr=self.at(page), length=length)
         elif op == "brk":
             self.step("brk", addr=self.view.brk + length)
+        elif op == "madvise":  # flip VM_DONTCOPY: a split (-EAGAIN at the limit)
+            vma = self.view.find(self.at(page))
+            copied = vma is None or not vma.flags & VM_DONTCOPY
+            self.step("madvise", addr=self.at(page), length=length,
+                      advice=MADV_DONTFORK if copied else MADV_DOFORK)
         else:
             self.step("mprotect", addr=self.at(page), length=length, prot=prot)
 
@@ -621,6 +640,12 @@ def make_vma_machine(spec: MachineSpec) -> type[VmaMachineBase]:
         def mprotect(self, page: int, pages: int, prot: int) -> None:
             self.do_mprotect(page, pages, prot)
 
+        @has(Capability.MADVISE)
+        @rule(page=window, pages=st.integers(0, 2 * MAX_PAGES), advice=ADVICE,
+              skew=st.sampled_from([0, 0, 0, 1, -1]))
+        def madvise(self, page: int, pages: int, advice: int, skew: int) -> None:
+            self.do_madvise(page, pages, advice, skew)
+
         @rule(page=window, old_pages=st.one_of(st.just(0), st.integers(0, MAX_PAGES)),
               new_pages=st.integers(1, 2 * MAX_PAGES),
               flags=st.sampled_from([0, 0, MREMAP_MAYMOVE, MREMAP_MAYMOVE | MREMAP_FIXED]),
@@ -649,9 +674,12 @@ def make_vma_machine(spec: MachineSpec) -> type[VmaMachineBase]:
         def open_file(self, pages: int, mode: int) -> None:
             self.do_open_file(pages, mode)
 
-        @rule(slack=st.integers(-1, 2), op=st.sampled_from(["mmap", "munmap", "mprotect"]),
+        @rule(slack=st.integers(-1, 2),
+              op=st.sampled_from(["mmap", "munmap", "mprotect", "madvise"]),
               page=window, pages=pages, prot=PROTS)
         def at_limit(self, slack: int, op: str, page: int, pages: int, prot: int) -> None:
+            if op == "madvise" and Capability.MADVISE not in self.caps:
+                return
             self.do_at_limit(slack, op, page, pages, prot)
 
         @has(Capability.OVERCOMMIT)

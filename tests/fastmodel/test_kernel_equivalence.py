@@ -5,13 +5,14 @@ address space) and every page's and file's contents are equal.
 Both kernels run with the OOM killer (the default).  The random test drives them with one
 sequence of spawn/fork/exit/switch, mmap (anonymous, shared, file, populated, and big
 populated private mappings that exhaust memory until the OOM killer runs), munmap, mprotect,
-mremap, brk, user reads and writes, copies to and from user memory, page-allocation fault
-injection, the OOM killer's calls (oom_score_adj writes with good and bad values,
-credentials, oom_score, the reaper), and the machine-wide vm sysctls with overcommit
-pressure (OVERCOMMIT_NEVER and large unpopulated private mappings that the one commit count
-refuses).  The hand cases pin the paths the fast kernel does differently: fork and exit of a
-large process, failure in the middle of a fork, a non-FastPageTables table part (the
-contract-only PTE path), an OOM kill and reap, and the machine-wide commit count.
+madvise (DONTNEED zaps; DONTFORK ranges a later fork leaves out), mremap, brk, user reads
+and writes, copies to and from user memory, page-allocation fault injection, the OOM
+killer's calls (oom_score_adj writes with good and bad values, credentials, oom_score, the
+reaper), and the machine-wide vm sysctls with overcommit pressure (OVERCOMMIT_NEVER and
+large unpopulated private mappings that the one commit count refuses).  The hand cases pin
+the paths the fast kernel does differently: fork and exit of a large process, failure in the
+middle of a fork, a non-FastPageTables table part (the contract-only PTE path), an OOM kill
+and reap, and the machine-wide commit count.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from specs.errno import Errno
 from specs.kernel import SIGKILL, Capability, FaultResult, PageKind, RssMember
 from specs.machine import MachineConfig, preset
 from specs.vma import (
+    MADV_DOFORK,
+    MADV_DONTFORK,
+    MADV_DONTNEED,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_LOCKED,
@@ -141,7 +145,8 @@ def step(draw: Any, pair: Pair, n: int) -> None:
         ["spawn", "fork", "exit", "switch", "switch", "mmap", "mmap", "mmap", "munmap", "mprotect",
          "mremap", "brk", "open_file", "read", "write", "write", "write", "copy_from_user",
          "copy_to_user", "fail_page_alloc", "hog", "hog", "set_oom_score_adj", "set_credentials",
-         "oom_score", "oom_reap", "oom_reap", "set_sysctl", "commit", "commit"]))
+         "oom_score", "oom_reap", "oom_reap", "set_sysctl", "commit", "commit", "madvise",
+         "madvise"]))
     cpu = draw(st.integers(0, pair.ref.config.nr_cpus - 1))
     if op == "spawn":
         pair("spawn")
@@ -174,6 +179,10 @@ def step(draw: Any, pair: Pair, n: int) -> None:
         pair("mprotect", pid, address(draw, pair, pid) & ~(PAGE - 1),
              draw(st.integers(1, 10)) * PAGE,
              draw(st.sampled_from([RW, PROT_READ, PROT_NONE, PROT_READ | PROT_EXEC])))
+    elif op == "madvise":
+        pair("madvise", pid, address(draw, pair, pid) & ~(PAGE - 1),
+             draw(st.integers(0, 10)) * PAGE,
+             draw(st.sampled_from([MADV_DONTNEED, MADV_DONTNEED, MADV_DONTFORK, MADV_DOFORK])))
     elif op == "mremap":
         old = address(draw, pair, pid) & ~(PAGE - 1)
         flags = draw(st.sampled_from([0, MREMAP_MAYMOVE, MREMAP_MAYMOVE | MREMAP_FIXED]))

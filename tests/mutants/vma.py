@@ -249,6 +249,8 @@ class MprotectSkipsTheCharge(MutantVma):
     """mprotect_fixup marks a newly writable private VMA VM_ACCOUNT without charging it."""
 
     target = "VMA-I4"
+    #: VMA-I4 checks "at least": other charges can hide the missing one for a while
+    examples = 120
     patches: ClassVar[Patches] = {"mprotect_fixup": fixup_without_charge}
 
 

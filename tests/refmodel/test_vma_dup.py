@@ -208,7 +208,8 @@ def test_child_and_parent_are_independent(mm: RefAddressSpace) -> None:
 
 
 def test_dontcopy_vma_is_left_out_and_uncounted(mm: RefAddressSpace) -> None:
-    """VM_DONTCOPY has no call that sets it (no madvise), so it is set on the model's VMA."""
+    """VM_DONTCOPY set directly on the model's VMA (madvise's own cases are in
+    test_vma_madvise.py): dup_mm leaves it out and takes it out of the counters."""
     mapped(mm, 0, 4)
     mapped(mm, 6, 2, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
     for vma in mm.mm.vmas:
