@@ -421,6 +421,14 @@ class FastKernel:
         pid = self.running[cpu]
         return None if pid == -1 else self.procs[pid]
 
+    def _caller(self, pid: int) -> Proc | int:
+        """The process a system call runs as: -ESRCH for none, -EINTR once it has SIGKILL
+        pending (it entered the kernel and becomes current either way)."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ESRCH
+        return EINTR if self._dying(proc) else proc
+
     def _dying(self, proc: Proc) -> bool:
         """Enter the kernel on proc's behalf (it becomes current); True when it has SIGKILL
         pending, so it makes no call and runs no user code again and the operation changes
@@ -544,11 +552,9 @@ class FastKernel:
 
     @_changes
     def open_file(self, pid: int, size: int, mode: int = O_RDWR, data: bytes = b"") -> int:
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         if len(data) > max(size, 0):
             return EINVAL
         fd = proc.space.open_file(size, mode)
@@ -567,11 +573,9 @@ class FastKernel:
     @_changes
     def mmap(self, pid: int, addr: int, length: int, prot: int, flags: int, fd: int = -1,
              offset: int = 0) -> int:
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mmap(addr, length, prot, flags, fd, offset)
         cpu = self._cpu_of(proc)
@@ -600,11 +604,9 @@ class FastKernel:
 
     def _unmapping_call(self, pid: int, call: str, *args: int) -> int:
         """A call whose only PTE work is unmapping what it removed."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result: int = getattr(proc.space, call)(*args)
         self._reconcile(proc, self._cpu_of(proc), before)
@@ -616,11 +618,9 @@ class FastKernel:
         piece the call changed (judged against the VMAs *before* it, since a changed piece
         may have merged into an unchanged neighbour) gets its new vm_page_prot in its PTEs,
         and a range flush when any entry changed."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mprotect(addr, length, prot)
         if result not in (0, ENOMEM):
@@ -644,11 +644,9 @@ class FastKernel:
                new_addr: int = 0) -> int:
         """[4.6: mm/mremap.c mremap_to, move_vma, move_page_tables, move_ptes] a fixed target
         is unmapped first; a moved mapping takes its PTEs along and flushes the old range."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mremap(old_addr, old_len, new_len, flags, new_addr)
         cpu = self._cpu_of(proc)
@@ -665,11 +663,9 @@ class FastKernel:
         """[4.6: mm/madvise.c sys_madvise, madvise_dontneed; mm/memory.c zap_page_range] the
         space decides; MADV_DONTNEED then zaps every piece it accepted, one mmu_gather per
         VMA piece (zap, flush the cleared span, release), freeing no page table."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         space = proc.space
         if VmaCapability.MADVISE not in space.capabilities:
             return ENOSYS

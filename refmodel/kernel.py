@@ -375,6 +375,14 @@ class RefKernel:
             return None
         return self.procs[self.running[cpu]]
 
+    def _caller(self, pid: int) -> Process | int:
+        """The process a system call runs as: -ESRCH for none, -EINTR once it has SIGKILL
+        pending (it entered the kernel and becomes current either way)."""
+        proc = self.procs.get(pid)
+        if proc is None:
+            return ESRCH
+        return EINTR if self._dying(proc) else proc
+
     def _dying(self, proc: Process) -> bool:
         """Enter the kernel on proc's behalf: proc becomes current, and True means it has
         SIGKILL pending, so it never runs user code (or makes a call) again and the
@@ -500,11 +508,9 @@ class RefKernel:
         return self.procs[pid].space
 
     def open_file(self, pid: int, size: int, mode: int = O_RDWR, data: bytes = b"") -> int:
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         if len(data) > max(size, 0):
             return EINVAL
         fd = proc.space.open_file(size, mode)
@@ -522,11 +528,9 @@ class RefKernel:
 
     def mmap(self, pid: int, addr: int, length: int, prot: int, flags: int, fd: int = -1,
              offset: int = 0) -> int:
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mmap(addr, length, prot, flags, fd, offset)
         cpu = self._cpu_of(proc)
@@ -552,11 +556,9 @@ class RefKernel:
 
     def _forward(self, pid: int, call: str, *args: int) -> int:
         """A call whose PTE side is only the unmapping of what it removed."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result: int = getattr(proc.space, call)(*args)
         self._reconcile(proc, self._cpu_of(proc), before)
@@ -567,11 +569,9 @@ class RefKernel:
         piece in the range whose flags changed gets the new vm_page_prot in its PTEs, and a
         range flush if any changed.  The pieces are the VMAs *before* the call: a piece that
         merged into an unchanged neighbour still changed."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mprotect(addr, length, prot)
         if result not in (0, ENOMEM):
@@ -593,11 +593,9 @@ class RefKernel:
                new_addr: int = 0) -> int:
         """[4.6: mm/mremap.c mremap_to, move_vma, move_page_tables, move_ptes] a fixed target
         is unmapped first; a move carries the PTEs over and flushes the old range."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         before = proc.space.view()
         result = proc.space.mremap(old_addr, old_len, new_len, flags, new_addr)
         cpu = self._cpu_of(proc)
@@ -615,11 +613,9 @@ class RefKernel:
         zap_page_range per VMA: clear its PTEs, flush what was cleared, release the pages.
         No page table is freed.  The pieces are read off the VMAs before the call, which
         DONTNEED does not change."""
-        proc = self.procs.get(pid)
-        if proc is None:
-            return ESRCH
-        if self._dying(proc):
-            return EINTR
+        proc = self._caller(pid)
+        if isinstance(proc, int):
+            return proc
         space = proc.space
         if VmaCapability.MADVISE not in space.capabilities:
             return ENOSYS
