@@ -74,6 +74,8 @@ class FaultMachineBase(ConformanceMachine):
     """Shared machinery; :func:`make_fault_machine` adds the rules."""
 
     spec: ClassVar[MachineSpec]
+    #: the kernel view since the last call (see kernel_view)
+    _kview: KernelView | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,8 +103,25 @@ class FaultMachineBase(ConformanceMachine):
             for pages, shared, file in START_MAPS:
                 self.map(first, pages, shared, file, PROT_READ | PROT_WRITE)
 
+    def kernel_view(self) -> KernelView:
+        """The kernel's view, read once between two calls: it lists every user page, and
+        the rule helpers ask for it several times a step."""
+        if self._kview is None:
+            self._kview = self.sut.call("view", {})
+        return self._kview
+
+    def part_view(self, part: str) -> Any:
+        """One part's view (``pages``, ``tables``, ``tlb``), read under the harness's guard."""
+        return self.sut.read(f"{part}.view()", lambda: getattr(self.kernel, part).view())
+
+    def space_view(self, pid: int) -> MmView:
+        """A process's address-space view, read under the harness's guard."""
+        view: MmView = self.sut.read(f"space({pid}).view()",
+                                     lambda: self.kernel.space(pid).view())
+        return view
+
     def _free_pages(self) -> int:
-        view = self.kernel.pages.view()
+        view = self.part_view("pages")
         return sum(end - start for start, end in view.free_spans)
 
     # -- the step ------------------------------------------------------------------------------
@@ -111,20 +130,21 @@ class FaultMachineBase(ConformanceMachine):
         """One kernel call, in both models when in lockstep, judged by every enabled rule."""
         before = self.snapshot(contents=False) if op in self.snapshot_ops else None
         result = self.sut.call(op, args)
+        self._kview = None
         if self.ref is not None and LOCKSTEP in self.spec.enabled:
             expected = getattr(self.ref, op)(**args)
             if result != expected:
                 raise CheckFailure(LOCKSTEP, f"{describe_call(op, args)}: "
                                              f"{self.spec.impl_name} returned {result!r:.200}, "
                                              f"refmodel {expected!r:.200}")
-            mine, theirs = self.kernel.view(), self.ref.view()
+            mine, theirs = self.kernel_view(), self.ref.view()
             if mine != theirs:
                 raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the kernel views "
                                              f"differ: {view_difference(theirs, mine)}")
-            if self.kernel.tables.view() != self.ref.tables.view():
+            if self.part_view("tables") != self.ref.tables.view():
                 raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the page tables "
                                              f"differ from refmodel's")
-            if self.kernel.tlb.view() != self.ref.tlb.view():
+            if self.part_view("tlb") != self.ref.tlb.view():
                 raise CheckFailure(LOCKSTEP, f"after {describe_call(op, args)} the TLBs differ "
                                              f"from refmodel's")
         record = FaultStep(op=op, args=args, result=result, before=before,
@@ -139,10 +159,11 @@ class FaultMachineBase(ConformanceMachine):
         """The composed state, read through the parts' views; ``contents=False`` for the
         'before' side of a step, whose contents would be read too late to be right."""
         k = self.kernel
-        view: KernelView = self.sut.call("view", {})
-        return FaultSnapshot(view=view, tables=k.tables.view(), tlb=k.tlb.view(),
-                             spaces={p.pid: k.space(p.pid).view() for p in view.processes},
-                             pages=k.pages.view(),
+        view = self.kernel_view()
+        return FaultSnapshot(view=view, tables=self.part_view("tables"),
+                             tlb=self.part_view("tlb"),
+                             spaces={p.pid: self.space_view(p.pid) for p in view.processes},
+                             pages=self.part_view("pages"),
                              page_contents=k.page_contents if contents else _not_kept,
                              file_contents=k.file_contents if contents else _not_kept,
                              ledger=self.ledger if contents else None)
@@ -168,7 +189,7 @@ class FaultMachineBase(ConformanceMachine):
 
     def pids(self) -> list[int]:
         """The live processes, ascending."""
-        return sorted(p.pid for p in self.kernel.view().processes)
+        return sorted(p.pid for p in self.kernel_view().processes)
 
     def pick(self, index: int) -> int:
         """A live pid by index, or 0 (no such process) when none lives."""
@@ -177,7 +198,7 @@ class FaultMachineBase(ConformanceMachine):
 
     def killed(self, pid: int) -> bool:
         """Whether the views say pid has SIGKILL pending (an OOM victim)."""
-        proc = self.kernel.view().by_pid.get(pid)
+        proc = self.kernel_view().by_pid.get(pid)
         return proc is not None and proc.oom is not None and proc.oom.sigkill
 
     def bury_killed(self) -> None:
@@ -195,7 +216,7 @@ class FaultMachineBase(ConformanceMachine):
         self.bury_killed()
         mapped = sorted(pid for pid, maps in self.maps.items() if maps)
         pid = mapped[index % len(mapped)] if mapped else self.pick(index)
-        running = list(self.kernel.view().running)
+        running = list(self.kernel_view().running)
         if pid and pid in running:
             return running.index(pid), pid
         if pid:
@@ -219,9 +240,9 @@ class FaultMachineBase(ConformanceMachine):
     def record(self, cpu: int, addr: int, data: bytes) -> None:
         """Enter the bytes a store completed into the ledger, by the mapping they went
         through."""
-        pid = self.kernel.view().running[cpu]
-        proc = self.kernel.view().by_pid[pid]
-        space = self.kernel.space(pid).view()
+        pid = self.kernel_view().running[cpu]
+        proc = self.kernel_view().by_pid[pid]
+        space = self.space_view(pid)
         files = dict(proc.files)
         for i, byte in enumerate(data):
             where = addr + i
@@ -255,7 +276,7 @@ class FaultMachineBase(ConformanceMachine):
             return -1
         self.ledger.private[child] = dict(self.ledger.private.get(parent, {}))
         # a MADV_DONTFORK range is not copied: the child has neither it nor its bytes
-        space = self.kernel.space(child).view()
+        space = self.space_view(child)
         self.maps[child] = [(addr, length) for addr, length in self.maps.get(parent, [])
                             if _mapped(space, addr, addr + length)]
         self.forget_unmapped(child)
@@ -279,14 +300,14 @@ class FaultMachineBase(ConformanceMachine):
         process's mm, with its TLB entries, until a flush makes it leave; that is the one way
         a second CPU holds translations of a single-task mm, as a thread's CPU would."""
         self.trace.rule("migrate", index=index)
-        busy = [pid for pid in self.kernel.view().running if pid > 0]
-        if busy and len(self.kernel.view().running) > 1:
+        busy = [pid for pid in self.kernel_view().running if pid > 0]
+        if busy and len(self.kernel_view().running) > 1:
             self._migrate(busy[index % len(busy)])
 
     def _migrate(self, pid: int) -> int:
         """Move pid from its CPU to another one, idling that CPU first when none is idle;
         the CPU it runs on afterwards (or -1 when it runs nowhere)."""
-        running = list(self.kernel.view().running)
+        running = list(self.kernel_view().running)
         if pid not in running:
             return -1
         here = running.index(pid)
@@ -384,10 +405,11 @@ class FaultMachineBase(ConformanceMachine):
                         advice=advice)
         pid = self.pick(index)
         maps = self.maps.get(pid, [])
-        if not maps or VmaCapability.MADVISE not in self.kernel.space(pid).capabilities:
+        if not maps or VmaCapability.MADVISE not in self.sut.read(
+                f"space({pid}).capabilities", lambda: self.kernel.space(pid).capabilities):
             return
         start, length = maps[mapping % len(maps)][0] + page * PAGE, pages * PAGE
-        before = self.kernel.space(pid).view()
+        before = self.space_view(pid)
         result = self.step("madvise", pid=pid, addr=start, length=length, advice=advice)
         if advice == MADV_DONTNEED and result in (0, -Errno.ENOMEM, -Errno.EINVAL):
             for lo, hi in dontneed_pieces(before, start, length):
@@ -501,7 +523,7 @@ class FaultMachineBase(ConformanceMachine):
         if place in fixed:
             return fixed[place] + page * PAGE
         if place.endswith("stack") or place == "stack_foot":
-            vmas = self.kernel.space(pid).view().vmas if pid else ()
+            vmas = self.space_view(pid).vmas if pid else ()
             foot: int | None = next((v.start for v in vmas if v.flags & VM_GROWSDOWN), None)
             if foot is None:
                 return page * PAGE
@@ -545,7 +567,7 @@ class FaultMachineBase(ConformanceMachine):
 
     def forget_unmapped(self, pid: int) -> None:
         """Drop what pid stored privately at addresses no VMA covers any more."""
-        space = self.kernel.space(pid).view()
+        space = self.space_view(pid)
         mine = self.ledger.private.get(pid, {})
         for addr in list(mine):
             vma = space.find(addr)
@@ -558,7 +580,7 @@ class FaultMachineBase(ConformanceMachine):
         pid = self.pick(index)
         if not pid:
             return
-        view = self.kernel.space(pid).view()
+        view = self.space_view(pid)
         old, base = view.brk, view.start_brk
         new = self.step("brk", pid=pid, addr=max(old + pages * PAGE + offset, 0))
         if not isinstance(new, int) or new < 0:

@@ -123,6 +123,12 @@ class Guard:
         return result
 
 
+    def read(self, what: str, thunk: Callable[[], Any]) -> Any:
+        """A read the harness makes of its own accord (a part's view, say): timed and turned
+        into a PLUGIN failure like any call, so a part that hangs cannot hang the run."""
+        return _protected(thunk, f"{self.name}.{what}", self.timeout)
+
+
 def _protected(thunk: Callable[[], Any], where: str, timeout: float | None) -> Any:
     try:
         with deadline(timeout):
