@@ -45,7 +45,7 @@ from fastmodel.oom import FAST_OOM
 from fastmodel.oom_kernel import OomKiller, OomPolicy
 from fastmodel.pagetable import FastPageTables
 from fastmodel.tlb import FastTlb
-from fastmodel.vma import FastAddressSpace, write_sysctl
+from fastmodel.vma import FastAddressSpace
 from specs import gfp
 from specs import pte as pt
 from specs.buddy import Capability as BuddyCapability
@@ -83,6 +83,7 @@ from specs.vma import (
     MmView,
     VmCommit,
     page_align,
+    write_sysctl,
 )
 from specs.vma import Capability as VmaCapability
 

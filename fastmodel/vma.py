@@ -57,7 +57,6 @@ from specs.vma import (
     PROT_WRITE,
     STACK_EXPAND_AT_EXEC,
     STACK_TOP,
-    SYSCTL_DEFAULTS,
     TASK_SIZE,
     ULONG_MASK,
     VM_ACCOUNT,
@@ -87,6 +86,7 @@ from specs.vma import (
     VmCommit,
     page_align,
     process_config,
+    write_sysctl,
 )
 
 EBADF: Final = -Errno.EBADF
@@ -101,22 +101,6 @@ _PROT_RWX: Final = PROT_READ | PROT_WRITE | PROT_EXEC
 _VM_RWX: Final = VM_READ | VM_WRITE | VM_EXEC
 _NO_CHARGE_FLAGS: Final = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE
 _MAX_PGOFF: Final = 0xFFFF_FFFF_FFFF_FFFF
-
-
-def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
-    """[4.6: kernel/sysctl.c; mm/util.c overcommit_ratio_handler, overcommit_kbytes_handler]
-    writing the ratio clears the kbytes and back.  [Simplified: negative values are refused,
-    as in refmodel.vma.]"""
-    if name not in SYSCTL_DEFAULTS or value < 0:
-        return EINVAL
-    if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
-        return EINVAL
-    table[name] = value
-    if name == "overcommit_ratio":
-        table["overcommit_kbytes"] = 0
-    elif name == "overcommit_kbytes":
-        table["overcommit_ratio"] = 0
-    return 0
 
 
 class FastAddressSpace(MadviseMixin):

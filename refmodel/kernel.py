@@ -28,7 +28,7 @@ from refmodel.oom import OOM46, Oom46
 from refmodel.oom_kernel import OomKiller, mm_populate
 from refmodel.pagetable import RefPageTables
 from refmodel.tlb import RefTlb
-from refmodel.vma import RefAddressSpace, write_sysctl
+from refmodel.vma import RefAddressSpace
 from refmodel.vma_madvise import dontneed_pieces
 from specs import gfp
 from specs import pte as pt
@@ -70,6 +70,7 @@ from specs.vma import (
     MmView,
     VmCommit,
     page_align,
+    write_sysctl,
 )
 from specs.vma import Capability as VmaCapability
 

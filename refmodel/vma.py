@@ -20,10 +20,8 @@ from specs.vma import (
     O_RDONLY,
     O_RDWR,
     O_WRONLY,
-    OVERCOMMIT_NEVER,
     STACK_EXPAND_AT_EXEC,
     STACK_TOP,
-    SYSCTL_DEFAULTS,
     ULONG_MASK,
     VM_SOFTDIRTY,
     VM_STACK_FLAGS,
@@ -33,6 +31,7 @@ from specs.vma import (
     VmaView,
     VmCommit,
     process_config,
+    write_sysctl,
 )
 
 EINVAL: Final = -Errno.EINVAL
@@ -69,22 +68,6 @@ def boot(pconf: ProcessConfig, commit: VmCommit | None = None) -> Mm:
 
 def _ul(value: int) -> int:
     return value & ULONG_MASK
-
-
-def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
-    """[4.6: kernel/sysctl.c] max_map_count >= 0, overcommit_memory 0..2; writing the ratio
-    clears the kbytes and the other way round [4.6: mm/util.c overcommit_ratio_handler,
-    overcommit_kbytes_handler].  [Simplified: negative ratios are refused.]"""
-    if name not in SYSCTL_DEFAULTS or value < 0:
-        return EINVAL
-    if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
-        return EINVAL
-    table[name] = value
-    if name == "overcommit_ratio":
-        table["overcommit_kbytes"] = 0
-    elif name == "overcommit_kbytes":
-        table["overcommit_ratio"] = 0
-    return 0
 
 
 class RefAddressSpace:

@@ -15,6 +15,7 @@ from typing import Final, Protocol, runtime_checkable
 
 import attrs
 
+from specs.errno import Errno
 from specs.machine import PAGE_SHIFT, PAGE_SIZE, MachineConfig, derive_zones
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +149,24 @@ SYSCTL_DEFAULTS: Final[dict[str, int]] = {
     "overcommit_ratio": 50,
     "overcommit_kbytes": 0,
 }
+
+
+def write_sysctl(table: dict[str, int], name: str, value: int) -> int:
+    """A sysctl write into ``table`` (a space's own or a machine's ``VmCommit.sysctl``): 0, or
+    -EINVAL for an unknown name or a refused value [4.6: kernel/sysctl.c: max_map_count >= 0,
+    overcommit_memory 0..2].  Writing the ratio clears the kbytes and the other way round
+    [4.6: mm/util.c overcommit_ratio_handler, overcommit_kbytes_handler].  [Simplified:
+    negative ratios are refused.]"""
+    if name not in SYSCTL_DEFAULTS or value < 0:
+        return -Errno.EINVAL
+    if name == "overcommit_memory" and value > OVERCOMMIT_NEVER:
+        return -Errno.EINVAL
+    table[name] = value
+    if name == "overcommit_ratio":
+        table["overcommit_kbytes"] = 0
+    elif name == "overcommit_kbytes":
+        table["overcommit_ratio"] = 0
+    return 0
 
 
 def page_align(value: int) -> int:
